@@ -1,0 +1,213 @@
+"""The Flask extension that instruments one service: metrics, traces and logs.
+
+Reads no environment variables itself; the tracer provider it falls back to reads the
+OTEL_* variables (see tracing.py). Usage, as with any Flask extension:
+
+    telemetry = Telemetry(app)                  # or Telemetry() then init_app(app)
+    Telemetry(app, registry=CollectorRegistry(), tracer_provider=provider)  # in tests
+
+init_app is idempotent: a second call on the same app changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from flask import Flask, current_app, g, jsonify, request
+from opentelemetry import trace
+from opentelemetry.instrumentation.flask import FlaskInstrumentor
+from opentelemetry.metrics import NoOpMeterProvider
+from opentelemetry.trace import Status, StatusCode
+from prometheus_client import CollectorRegistry
+from werkzeug.exceptions import HTTPException
+
+from .errors import AppError
+from .logs import configure_logging
+from .metrics import UNMATCHED_ENDPOINT, Metrics
+from .tracing import install_global_tracer_provider
+
+EXTENSION_KEY = "obs_telemetry"
+
+# Scrapes and probes are not user traffic: counting them would inflate request rates
+# and flood logs and traces with lines nobody reads.
+UNOBSERVED_PATHS = frozenset({"/metrics", "/livez", "/readyz"})
+_EXCLUDED_URLS = r"/(metrics|livez|readyz)(\?|$)"
+
+access_log = logging.getLogger("obs_telemetry.access")
+event_log = logging.getLogger("obs_telemetry.events")
+
+
+class TelemetryState:
+    """What init_app builds for one app; found at app.extensions["obs_telemetry"]."""
+
+    def __init__(self, service_name: str, registry, tracer_provider) -> None:
+        self.service_name = service_name
+        self.registry = registry
+        self.metrics = Metrics(registry)
+        self.tracer_provider = tracer_provider
+        self.ready = True
+
+
+class Telemetry:
+    def __init__(
+        self,
+        app: Flask | None = None,
+        *,
+        registry: CollectorRegistry | None = None,
+        tracer_provider=None,
+    ) -> None:
+        self._registry = registry
+        self._tracer_provider = tracer_provider
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        if EXTENSION_KEY in app.extensions:
+            return
+        service_name = app.config.get("SERVICE_NAME") or app.name
+        version = app.config.get("SERVICE_VERSION", "0.0.0")
+        if app.config.get("TELEMETRY_CONFIGURE_LOGGING", True):
+            configure_logging(
+                service_name,
+                app.config.get("LOG_LEVEL", "info"),
+                version,
+                app.config.get("DEPLOYMENT_ENVIRONMENT"),
+            )
+
+        provider = self._tracer_provider
+        if provider is None:
+            # Under gunicorn the post_fork hook has already installed the provider; this
+            # covers `flask run` and other single-process servers.
+            install_global_tracer_provider(service_name, version)
+            provider = trace.get_tracer_provider()
+
+        # A fresh registry per app, never the global one: two apps in one process (as in
+        # tests) would otherwise collide on metric names.
+        registry = self._registry if self._registry is not None else CollectorRegistry()
+        state = TelemetryState(service_name, registry, provider)
+        app.extensions[EXTENSION_KEY] = state
+
+        FlaskInstrumentor().instrument_app(
+            app,
+            tracer_provider=provider,
+            # Request metrics come from prometheus_client; OTel's would be a second,
+            # unexported copy costing time on every request.
+            meter_provider=NoOpMeterProvider(),
+            excluded_urls=_EXCLUDED_URLS,
+        )
+        app.before_request(_before_request)
+        app.after_request(_after_request)
+        # Registered after the instrumentation's teardown, so it runs before it (Flask
+        # runs teardowns in reverse) while the server span is still open.
+        app.teardown_request(_teardown_request)
+        app.register_error_handler(AppError, _handle_app_error)
+        app.register_error_handler(HTTPException, _handle_http_exception)
+        app.register_error_handler(Exception, _handle_unexpected)
+
+
+def state_of(app: Flask | None = None) -> TelemetryState:
+    return (app or current_app).extensions[EXTENSION_KEY]
+
+
+def instrument_http_client(client, app: Flask | None = None):
+    """Trace an httpx.Client's calls and propagate W3C traceparent through them."""
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+    HTTPXClientInstrumentor.instrument_client(
+        client,
+        tracer_provider=state_of(app).tracer_provider,
+        meter_provider=NoOpMeterProvider(),
+    )
+    return client
+
+
+def record_error(error_type: str, message: str, exc: BaseException | None = None) -> None:
+    """Count an error, mark the current span as failed and tag the access log line."""
+    state_of().metrics.observe_error(error_type)
+    g.obs_error = (error_type, message)
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.set_attribute("error.type", error_type)
+        span.set_status(Status(StatusCode.ERROR, f"{error_type}: {message}"))
+        if exc is not None:
+            span.record_exception(exc)
+
+
+def _before_request() -> None:
+    g.obs_start = time.perf_counter()
+    state_of().metrics.active_users.inc()
+
+
+def _after_request(response):
+    if request.path in UNOBSERVED_PATHS or "obs_start" not in g:
+        return response
+    duration = time.perf_counter() - g.obs_start
+    endpoint = request.url_rule.rule if request.url_rule is not None else UNMATCHED_ENDPOINT
+    context = trace.get_current_span().get_span_context()
+    trace_id = format(context.trace_id, "032x") if context.trace_flags.sampled else None
+    state_of().metrics.observe_request(
+        endpoint, request.method, response.status_code, duration, trace_id
+    )
+    fields = {
+        "event.kind": "event",
+        "event.category": "web",
+        "http.request.method": request.method,
+        "url.path": request.path,
+        "http.route": endpoint,
+        "http.response.status_code": response.status_code,
+        "event.duration": int(duration * 1e9),
+    }
+    error = g.get("obs_error")
+    if error is not None:
+        fields["error.type"], fields["error.message"] = error
+    access_log.info("%s %s %s", request.method, request.path, response.status_code, extra=fields)
+    return response
+
+
+def _teardown_request(exc) -> None:
+    if "obs_start" in g:
+        state_of().metrics.active_users.dec()
+    error = g.get("obs_error")
+    span = trace.get_current_span()
+    if error is not None and span.is_recording():
+        # The Flask instrumentation sets the span status from the HTTP code once the
+        # response starts, dropping our description; put it back before the span ends.
+        span.set_attribute("error.type", error[0])
+        span.set_status(Status(StatusCode.ERROR, f"{error[0]}: {error[1]}"))
+
+
+def _handle_app_error(exc: AppError):
+    record_error(exc.error_type, exc.message, exc)
+    level = logging.ERROR if exc.status >= 500 else logging.WARNING
+    event_log.log(
+        level,
+        "%s: %s",
+        exc.error_type,
+        exc.message,
+        extra={"error.type": exc.error_type, "error.message": exc.message},
+    )
+    return jsonify(exc.to_dict()), exc.status
+
+
+def _handle_http_exception(exc: HTTPException):
+    # Routing and protocol errors (404, 405, malformed JSON...) are the client's, not
+    # the application's: answered as JSON, not counted in flask_errors_total.
+    name = (exc.name or "error").lower().replace(" ", "_")
+    return jsonify({"error": name, "message": exc.description}), exc.code or 500
+
+
+def _handle_unexpected(exc: Exception):
+    # error.type is the stable category; the exception class is in error.stack_trace.
+    event_log.exception("unhandled exception", extra={"error.type": "internal_error"})
+    record_error("internal_error", f"{type(exc).__name__}: {exc}", exc)
+    return jsonify({"error": "internal_error", "message": "internal server error"}), 500
+
+
+__all__ = [
+    "Telemetry",
+    "TelemetryState",
+    "instrument_http_client",
+    "record_error",
+    "state_of",
+]

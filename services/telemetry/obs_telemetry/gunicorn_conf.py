@@ -1,0 +1,69 @@
+"""gunicorn settings and hooks of both services.
+
+Usage: gunicorn -c python:obs_telemetry.gunicorn_conf frontend.wsgi:app
+
+Reads: PORT (5000), BIND_HOST (0.0.0.0), GUNICORN_THREADS (8), LOG_LEVEL (info), and
+the OTEL_* variables through the tracer provider it builds after fork.
+A --bind on the command line overrides PORT and BIND_HOST.
+
+One worker process with threads, on purpose: Prometheus metrics then live in one
+process, so exemplars, gauges and the summary are exact without prometheus_client's
+multiprocess mode (which drops exemplars). Scale out with replicas, not workers.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import tempfile
+
+from obs_telemetry.logs import gunicorn_logconfig
+from obs_telemetry.ops import CRASH_MARKER_DIR_ENV, crash_marker
+from obs_telemetry.settings import env_int, env_str
+from obs_telemetry.tracing import install_global_tracer_provider, shutdown_global_tracer_provider
+
+_port = env_int(os.environ, "PORT", 5000, minimum=1, maximum=65535)
+bind = f"{env_str(os.environ, 'BIND_HOST', '0.0.0.0')}:{_port}"
+workers = 1
+worker_class = "gthread"
+threads = env_int(os.environ, "GUNICORN_THREADS", 8, minimum=1, maximum=256)
+# Below this, a request still running is killed; /slow caps its sleeps well under it.
+timeout = 30
+# SIGTERM: stop accepting, finish in-flight requests for up to 10 s, then flush spans
+# (bounded by OTEL_EXPORTER_OTLP_TIMEOUT): all well inside Kubernetes' 30 s grace.
+graceful_timeout = 10
+keepalive = 5
+accesslog = None
+logconfig_dict = gunicorn_logconfig(env_str(os.environ, "LOG_LEVEL", "info"))
+# The app is loaded in the worker, after fork, so that nothing with threads (the span
+# batch exporter, the HTTP client pool) is created in the master.
+preload_app = False
+
+
+def post_fork(server, worker):
+    os.environ[CRASH_MARKER_DIR_ENV] = tempfile.gettempdir()
+    # The service package ("frontend" in "frontend.wsgi:app") names its defaults;
+    # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES still override them.
+    package = importlib.import_module(server.cfg.wsgi_app.split(":")[0].split(".")[0])
+    install_global_tracer_provider(package.SERVICE_NAME, package.__version__)
+
+
+def worker_int(worker):
+    # Ctrl-C in `make services`: flush spans before the worker goes.
+    shutdown_global_tracer_provider()
+
+
+def worker_exit(server, worker):
+    shutdown_global_tracer_provider()
+
+
+def child_exit(server, worker):
+    marker = crash_marker(tempfile.gettempdir(), worker.pid)
+    if os.path.exists(marker):
+        os.unlink(marker)
+        server.log.critical(
+            "worker %s crashed on purpose (/crash); exiting with status 1", worker.pid
+        )
+        # A hard exit of the master, as a real crash would be: the supervisor (kubelet,
+        # supervisord) sees a non-zero exit and restarts the service.
+        os._exit(1)

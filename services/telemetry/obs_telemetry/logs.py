@@ -1,0 +1,124 @@
+"""One JSON object per line on stdout, with Elastic Common Schema field names.
+
+Reads OTEL_SERVICE_NAME (for gunicorn's own log lines, which start before any app) and
+LOG_LEVEL. Every line written while a span is active carries that span's trace.id and
+span.id, which is what lets Kibana jump from a log line to the trace in Jaeger.
+
+Field types never change from one line to the next (Elasticsearch maps a field on the
+first value it sees): absent values are left out rather than written as null, and
+numbers such as http.response.status_code and event.duration are always integers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from datetime import UTC, datetime
+
+from opentelemetry import trace
+from pythonjsonlogger.json import JsonFormatter
+
+ECS_VERSION = "8.11.0"
+
+# LogRecord attributes that JsonFormatter would otherwise copy out as extra fields.
+_DROP = ("exc_info", "stack_info", "color_message")
+
+
+class EcsJsonFormatter(JsonFormatter):
+    """python-json-logger formatter that writes ECS field names."""
+
+    def __init__(
+        self,
+        service_name: str | None = None,
+        service_version: str | None = None,
+        environment: str | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.service_name = service_name or os.environ.get("OTEL_SERVICE_NAME") or "unknown"
+        self._static = {"ecs.version": ECS_VERSION, "service.name": self.service_name}
+        if service_version:
+            self._static["service.version"] = service_version
+        if environment:
+            self._static["service.environment"] = environment
+
+    def add_fields(self, log_record, record, message_dict) -> None:
+        log_record["@timestamp"] = (
+            datetime.fromtimestamp(record.created, tz=UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z")
+        )
+        log_record["log.level"] = record.levelname.lower()
+        log_record["log.logger"] = record.name
+        log_record["message"] = record.message
+        log_record.update(self._static)
+        # The pid is read per record: a formatter built in the gunicorn master is used
+        # by forked workers too.
+        log_record["process.pid"] = os.getpid()
+
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid:
+            log_record["trace.id"] = format(context.trace_id, "032x")
+            log_record["span.id"] = format(context.span_id, "016x")
+
+        # Extra fields from logger.info(..., extra={...}) and from dict messages.
+        super().add_fields(log_record, record, message_dict)
+        for key in _DROP:
+            log_record.pop(key, None)
+
+        if record.exc_info and record.exc_info[0] is not None:
+            exc_type, exc, _ = record.exc_info
+            log_record.setdefault("error.type", exc_type.__name__)
+            log_record.setdefault("error.message", str(exc))
+            # json.dumps escapes the newlines, so the whole traceback stays on one line.
+            log_record["error.stack_trace"] = self.formatException(record.exc_info)
+        for key in [k for k, v in log_record.items() if v is None]:
+            del log_record[key]
+
+
+class _StdoutHandler(logging.StreamHandler):
+    """Marker class, so that configure_logging can find the handler it installed."""
+
+
+def configure_logging(
+    service_name: str, level: str = "info", version: str | None = None, environment=None
+) -> None:
+    """Route the root logger to stdout as ECS JSON. Safe to call more than once."""
+    root = logging.getLogger()
+    formatter = EcsJsonFormatter(service_name, version, environment)
+    for handler in root.handlers:
+        if isinstance(handler, _StdoutHandler):
+            # Re-point at the current stdout: pytest swaps sys.stdout between tests.
+            handler.setStream(sys.stdout)
+            handler.setFormatter(formatter)
+            break
+    else:
+        handler = _StdoutHandler(sys.stdout)
+        handler.setFormatter(formatter)
+        root.addHandler(handler)
+    root.setLevel(level.upper())
+    # Werkzeug's own access lines would duplicate ours, in plain text.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+
+
+def gunicorn_logconfig(level: str = "info") -> dict:
+    """logging.config dict that makes gunicorn's own lines ECS JSON too."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"ecs": {"()": EcsJsonFormatter}},
+        "handlers": {
+            "stdout": {
+                "class": "obs_telemetry.logs._StdoutHandler",
+                "formatter": "ecs",
+                "stream": "ext://sys.stdout",
+            }
+        },
+        "root": {"level": level.upper(), "handlers": ["stdout"]},
+        "loggers": {
+            "gunicorn.error": {"level": level.upper(), "handlers": [], "propagate": True},
+            # Access lines come from the app (with trace ids); gunicorn's are off.
+            "gunicorn.access": {"level": "CRITICAL", "handlers": [], "propagate": False},
+        },
+    }

@@ -1,0 +1,99 @@
+"""Build the OpenTelemetry tracer provider that exports spans straight to Jaeger.
+
+Reads the standard variables, through the SDK itself where it can:
+  OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES (service.version, deployment.environment),
+  OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (OTLP over HTTP,
+  default http://localhost:4318), OTEL_EXPORTER_OTLP_TIMEOUT, OTEL_TRACES_SAMPLER(_ARG),
+  OTEL_BSP_* (batch size, queue size, delay) and OTEL_SDK_DISABLED.
+
+Spans leave through a BatchSpanProcessor: the request thread only appends to a bounded
+queue, so an unreachable Jaeger costs dropped spans, never a slow or failed request.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+
+from .settings import env_bool, env_float
+
+# Defaults that the environment may override. OTEL_EXPORTER_OTLP_TIMEOUT bounds one
+# export attempt; 5 s keeps shutdown (flush + one timed-out export) far inside the
+# 30 s Kubernetes grace period even when Jaeger does not answer at all.
+_DEFAULT_EXPORT_TIMEOUT_S = 5.0
+
+
+def tracing_disabled(environ: Mapping[str, str] | None = None) -> bool:
+    env = os.environ if environ is None else environ
+    return env_bool(env, "OTEL_SDK_DISABLED", False)
+
+
+def build_resource(default_service_name: str, version: str) -> Resource:
+    """Resource from the OTEL_* variables in os.environ, with defaults for the rest."""
+    from_env = Resource.create({}).attributes
+    attributes = {
+        "service.name": default_service_name,
+        "service.version": version,
+        "deployment.environment": "development",
+    }
+    for key, value in from_env.items():
+        # The SDK fills in "unknown_service" when OTEL_SERVICE_NAME is unset; our
+        # default is better than that placeholder.
+        if (
+            key == "service.name"
+            and not os.environ.get("OTEL_SERVICE_NAME")
+            and str(value).startswith("unknown_service")
+        ):
+            continue
+        attributes[key] = value
+    # Newer semantic conventions renamed the key; set both so that every Jaeger and
+    # Grafana version finds it.
+    attributes.setdefault("deployment.environment.name", attributes["deployment.environment"])
+    return Resource(attributes)
+
+
+def build_tracer_provider(
+    default_service_name: str,
+    version: str,
+    exporter: SpanExporter | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> TracerProvider:
+    """A provider exporting over OTLP/HTTP in batches, or through `exporter` if given."""
+    env = os.environ if environ is None else environ
+    provider = TracerProvider(
+        resource=build_resource(default_service_name, version),
+        # atexit is not reliable under gunicorn workers; the worker_exit hook shuts down.
+        shutdown_on_exit=False,
+    )
+    if exporter is None:
+        # Imported here so that importing this module costs nothing when tracing is off.
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        timeout = env_float(env, "OTEL_EXPORTER_OTLP_TIMEOUT", _DEFAULT_EXPORT_TIMEOUT_S * 1000)
+        # The variable is in milliseconds per the specification; the exporter wants seconds.
+        exporter = OTLPSpanExporter(timeout=timeout / 1000.0)
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    return provider
+
+
+def install_global_tracer_provider(default_service_name: str, version: str) -> None:
+    """Set the process-wide provider once; called from gunicorn's post_fork hook.
+
+    A provider built before fork would own a batch-export thread that the worker does
+    not inherit, so this must run in the worker, never in the gunicorn master.
+    """
+    if tracing_disabled() or isinstance(trace.get_tracer_provider(), TracerProvider):
+        return
+    trace.set_tracer_provider(build_tracer_provider(default_service_name, version))
+
+
+def shutdown_global_tracer_provider() -> None:
+    """Flush pending spans and stop the exporter; bounded by the export timeout."""
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, TracerProvider):
+        provider.shutdown()
