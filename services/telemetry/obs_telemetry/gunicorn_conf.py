@@ -44,7 +44,7 @@ def post_fork(server, worker):
     os.environ[CRASH_MARKER_DIR_ENV] = tempfile.gettempdir()
     # The service package ("frontend" in "frontend.wsgi:app") names its defaults;
     # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES still override them.
-    package = importlib.import_module(server.cfg.wsgi_app.split(":")[0].split(".")[0])
+    package = importlib.import_module(server.app.app_uri.split(":")[0].split(".")[0])
     install_global_tracer_provider(package.SERVICE_NAME, package.__version__)
 
 

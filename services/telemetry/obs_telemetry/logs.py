@@ -16,6 +16,7 @@ import os
 import sys
 from datetime import UTC, datetime
 
+from flask import current_app, has_app_context
 from opentelemetry import trace
 from pythonjsonlogger.json import JsonFormatter
 
@@ -53,6 +54,10 @@ class EcsJsonFormatter(JsonFormatter):
         log_record["log.logger"] = record.name
         log_record["message"] = record.message
         log_record.update(self._static)
+        if has_app_context():
+            # Several apps can share one process (tests, a dev server hosting both);
+            # the app handling this line knows best which service it is.
+            log_record["service.name"] = current_app.config.get("SERVICE_NAME", self.service_name)
         # The pid is read per record: a formatter built in the gunicorn master is used
         # by forked workers too.
         log_record["process.pid"] = os.getpid()
@@ -78,7 +83,22 @@ class EcsJsonFormatter(JsonFormatter):
 
 
 class _StdoutHandler(logging.StreamHandler):
-    """Marker class, so that configure_logging can find the handler it installed."""
+    """Writes to whatever sys.stdout is at emit time.
+
+    Resolving the stream late keeps working when something swaps sys.stdout after
+    start-up (pytest's capture does), and lets configure_logging find its own handler.
+    """
+
+    def __init__(self, stream=None) -> None:
+        super().__init__()
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
 
 
 def configure_logging(
@@ -89,17 +109,16 @@ def configure_logging(
     formatter = EcsJsonFormatter(service_name, version, environment)
     for handler in root.handlers:
         if isinstance(handler, _StdoutHandler):
-            # Re-point at the current stdout: pytest swaps sys.stdout between tests.
-            handler.setStream(sys.stdout)
             handler.setFormatter(formatter)
             break
     else:
-        handler = _StdoutHandler(sys.stdout)
+        handler = _StdoutHandler()
         handler.setFormatter(formatter)
         root.addHandler(handler)
     root.setLevel(level.upper())
-    # Werkzeug's own access lines would duplicate ours, in plain text.
+    # Werkzeug's access lines and httpx's per-call lines would duplicate ours.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def gunicorn_logconfig(level: str = "info") -> dict:

@@ -1,0 +1,50 @@
+# The project's interface. `make demo` runs the local stack; `make test` runs every test.
+# Both install what they need first (scripts/bootstrap.sh, cached under ~/.cache/obs-stack).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+VENV := $(shell scripts/bootstrap.sh --print-venv)
+PY := $(VENV)/bin/python
+PYTEST := $(PY) -m pytest
+
+.PHONY: help bootstrap bootstrap-python services demo test test-e2e lint format lock clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+bootstrap: ## Install everything (Python venv, Prometheus, Alertmanager, Jaeger, Elasticsearch)
+	scripts/bootstrap.sh all
+
+bootstrap-python: ## Install only the Python environment
+	scripts/bootstrap.sh python
+
+services: bootstrap-python ## Run frontend (:5000) and backend (:5001) in the foreground until Ctrl-C
+	PYTHONPATH=scripts $(PY) -m stack services
+
+demo: bootstrap ## Run the whole local stack (services, Prometheus, Alertmanager, Jaeger, Elasticsearch, mail)
+	PYTHONPATH=scripts $(PY) -m stack demo
+
+lint: bootstrap-python ## ruff lint and format check
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+test: bootstrap lint ## Every test: unit, integration, config checks, e2e against the real backends
+	CI=$${CI:-} $(PYTEST) tests
+
+test-e2e: bootstrap ## Only the end-to-end tests against the real backends
+	$(PYTEST) -m e2e tests
+
+format: bootstrap-python ## Apply ruff's formatting and safe fixes
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+lock: bootstrap-python ## Re-resolve the pinned dependency locks
+	$(PY) -m uv pip compile --quiet --python-version 3.11 --generate-hashes \
+	  services/requirements.in -o services/requirements.lock
+	$(PY) -m uv pip compile --quiet --python-version 3.11 --generate-hashes \
+	  requirements/dev.in -o requirements/dev.lock
+
+clean: ## Remove local run state (.run/); the install cache stays
+	rm -rf .run

@@ -1,0 +1,77 @@
+"""Spans: status and exception on errors, one trace across both services."""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry.trace import SpanKind, StatusCode
+
+from obs_telemetry import SIMULATED_ERRORS
+
+
+def server_spans(exporter, service=None):
+    return [s for s in exporter.get_finished_spans() if s.kind == SpanKind.SERVER]
+
+
+@pytest.mark.parametrize("error_type", sorted(SIMULATED_ERRORS))
+def test_error_spans_record_status_type_and_exception(backend_client, span_exporter, error_type):
+    response = backend_client.get(f"/error?type={error_type}")
+    assert response.status_code == SIMULATED_ERRORS[error_type]
+    assert response.get_json()["error"] == error_type
+    (span,) = server_spans(span_exporter)
+    assert span.status.status_code == StatusCode.ERROR
+    assert span.status.description.startswith(error_type)
+    assert span.attributes["error.type"] == error_type
+    assert [e.name for e in span.events] == ["exception"]
+
+
+def test_slow_timeout_is_an_error_span(backend_app, span_exporter):
+    backend_app.config.update(SLOW_TIMEOUT_RATE=1.0, SLOW_TIMEOUT_SECONDS=0.01)
+    response = backend_app.test_client().get("/slow")
+    assert response.status_code == 504
+    assert response.get_json()["error"] == "timeout_error"
+    (span,) = server_spans(span_exporter)
+    assert span.status.status_code == StatusCode.ERROR
+    assert span.attributes["error.type"] == "timeout_error"
+
+
+def test_successful_requests_leave_span_status_unset(backend_client, span_exporter):
+    assert backend_client.get("/api/items/1").status_code == 200
+    (span,) = server_spans(span_exporter)
+    assert span.status.status_code == StatusCode.UNSET
+    assert span.attributes["http.route"] == "/api/items/<int:item_id>"
+
+
+def test_one_trace_spans_frontend_and_backend(client, span_exporter):
+    assert client.get("/items/2").status_code == 200
+    spans = span_exporter.get_finished_spans()
+    assert len({s.context.trace_id for s in spans}) == 1
+    by_kind = {}
+    for span in spans:
+        by_kind.setdefault(span.kind, []).append(span)
+    (client_span,) = by_kind[SpanKind.CLIENT]
+    frontend_span, backend_span = sorted(
+        by_kind[SpanKind.SERVER], key=lambda s: s.attributes["http.route"].startswith("/api")
+    )
+    assert frontend_span.attributes["http.route"] == "/items/<int:item_id>"
+    assert backend_span.attributes["http.route"] == "/api/items/<int:item_id>"
+    # frontend server span -> its outbound client span -> backend server span
+    assert client_span.parent.span_id == frontend_span.context.span_id
+    assert backend_span.parent.span_id == client_span.context.span_id
+
+
+def test_malformed_traceparent_starts_a_new_trace(backend_client, span_exporter):
+    for header in ("garbage", "00-zz-yy-01", "00-" + "0" * 32 + "-" + "0" * 16 + "-01"):
+        response = backend_client.get("/api/items", headers={"traceparent": header})
+        assert response.status_code == 200
+    spans = server_spans(span_exporter)
+    assert len(spans) == 3
+    assert all(s.parent is None for s in spans)
+    assert len({s.context.trace_id for s in spans}) == 3
+
+
+def test_valid_traceparent_is_continued(backend_client, span_exporter):
+    trace_id, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    backend_client.get("/api/items", headers={"traceparent": f"00-{trace_id}-{parent}-01"})
+    (span,) = server_spans(span_exporter)
+    assert format(span.context.trace_id, "032x") == trace_id
+    assert format(span.parent.span_id, "016x") == parent
