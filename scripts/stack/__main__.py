@@ -7,6 +7,7 @@ the last `make demo` run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -42,10 +43,8 @@ def _wait_for_ctrl_c(stack: LocalStack, supervisor) -> None:
     signal.signal(signal.SIGTERM, on_term)
     try:
         while supervisor.proc.poll() is None:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 supervisor.proc.wait(timeout=1)
-            except subprocess.TimeoutExpired:
-                pass
         print(f"supervisord exited on its own: see {stack.run_dir / 'supervisord.log'}")
     except KeyboardInterrupt:
         print("\nstopping ...", flush=True)

@@ -83,7 +83,7 @@ def prepare(stack: LocalStack) -> None:
     if as_root:
         account = pwd.getpwnam(ES_SYSTEM_USER)
         os.chmod(state, 0o755)
-        for root, dirs, files in os.walk(state):
+        for root, _dirs, files in os.walk(state):
             os.chown(root, account.pw_uid, account.pw_gid)
             for name in files:
                 os.chown(os.path.join(root, name), account.pw_uid, account.pw_gid)

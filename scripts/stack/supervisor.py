@@ -7,6 +7,7 @@ only (no TCP port), and is driven through its XML-RPC interface.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -193,9 +194,7 @@ class Supervisor:
         except subprocess.TimeoutExpired:
             # Each program leads its own process group; none may outlive the stack.
             for pid in [self.proc.pid, *pids]:
-                try:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
             self.proc.wait(timeout=10)
         self._out.close()

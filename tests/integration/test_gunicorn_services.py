@@ -98,7 +98,7 @@ def test_error_spans_carry_status_and_exception(stack, receiver):
         f"{frontend.url}/error?type=database_error", headers={"traceparent": header}, timeout=10
     )
     assert response.status_code == 500
-    spans = poll_until(
+    poll_until(
         lambda: [s for s in spans_of(receiver, trace_id) if s.kind == SPAN_KIND_SERVER][1:] or None,
         "both server spans of the /error trace",
         timeout=15,

@@ -6,6 +6,7 @@ test can name the component and show its last lines.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -88,10 +89,8 @@ class ManagedProcess:
 
     def stop(self, timeout: float = 15.0) -> None:
         if self.running():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
             try:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -99,8 +98,6 @@ class ManagedProcess:
                 self.proc.wait(timeout=5)
         else:
             # The leader is gone; make sure nothing it forked outlives the test.
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
         self._log.close()
