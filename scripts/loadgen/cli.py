@@ -270,7 +270,8 @@ def _status_text(status_file: Path, pid: int) -> str:
     lat = s["latency_ms"]
     return (
         f"running (pid {pid}) against {s['target']}\n"
-        f"  target rate  {s['target_rate']:g} req/s, measured {s['requests_per_second']:.2f} req/s\n"
+        f"  target rate  {s['target_rate']:g} req/s, "
+        f"measured {s['requests_per_second']:.2f} req/s\n"
         f"  totals       {s['requests']} requests, {s['errors']} errors "
         f"({s['error_percent']:.1f}%) in {s['elapsed_seconds']:.0f} s\n"
         f"  latency      p50 {lat['p50']} ms, p95 {lat['p95']} ms"

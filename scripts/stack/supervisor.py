@@ -8,6 +8,7 @@ only (no TCP port), and is driven through its XML-RPC interface.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -20,7 +21,19 @@ from supervisor.xmlrpc import SupervisorTransport
 from .components import LocalStack, Program, command_line, supervisor_quote
 from .wait import GiveUp, poll_until
 
-BAD_STATES = {"FATAL", "BACKOFF", "EXITED", "UNKNOWN"}
+
+def _stop_with_parent() -> None:
+    """In the child: get SIGTERM if the process that started us dies.
+
+    supervisord runs in its own session (Ctrl-C reaches only our orchestrator, which
+    stops it in order); if the orchestrator is killed outright, this still takes the
+    whole stack down instead of leaving it running unseen.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def render(stack: LocalStack, programs: list[Program]) -> str:
@@ -101,6 +114,7 @@ class Supervisor:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=_stop_with_parent,
         )
         poll_until(
             self._rpc_up,

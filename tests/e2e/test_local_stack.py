@@ -1,0 +1,355 @@
+"""End to end, with every backend real: services -> Jaeger, Prometheus (+ exemplars),
+Elasticsearch (through the log shipper), and Prometheus -> Alertmanager -> e-mail.
+
+Tests run in file order: the crash loop comes first so that its alert can ripen while
+the other checks run; the alert tests come last and only wait for what is left.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+import time
+
+import httpx
+import pytest
+
+from stack.elastic import TEMPLATE_FILE
+from stack.mailcatcher import read_messages
+from tests.support.polling import poll_until
+
+pytestmark = pytest.mark.e2e
+
+COURSE_PROMQL = [
+    "sum(rate(flask_requests_total[5m]))",
+    "flask_error_rate",
+    "sum by (error_type) (flask_errors_total)",
+    "histogram_quantile(0.95, rate(flask_request_duration_seconds_bucket[5m]))",
+]
+CRASHES = 3
+
+
+def traced_get(url: str) -> tuple[str, httpx.Response]:
+    trace_id = secrets.token_hex(16)
+    header = f"00-{trace_id}-{secrets.token_hex(8)}-01"
+    return trace_id, httpx.get(url, headers={"traceparent": header}, timeout=15)
+
+
+def jaeger_trace(local_stack, trace_id: str) -> dict | None:
+    response = httpx.get(f"{local_stack.url('jaeger_query')}/api/traces/{trace_id}", timeout=10)
+    if response.status_code != 200:
+        return None
+    data = response.json().get("data") or []
+    return data[0] if data else None
+
+
+def services_of(trace: dict) -> set[str]:
+    return {trace["processes"][s["processID"]]["serviceName"] for s in trace["spans"]}
+
+
+def backend_start_time(local_stack) -> float | None:
+    result = local_stack.prometheus_query('process_start_time_seconds{job="backend"}')
+    return float(result[0]["value"][1]) if result else None
+
+
+@pytest.fixture(scope="session")
+def crash_loop(local_stack):
+    """Crash the backend CRASHES times through /crash, each restart seen by Prometheus."""
+    supervisor = local_stack.supervisor
+    backend = local_stack.url("backend")
+    pids = [supervisor.pid("backend")]
+    started = time.monotonic()
+    previous = poll_until(
+        lambda: backend_start_time(local_stack), "Prometheus to scrape the backend", timeout=60
+    )
+    for _ in range(CRASHES):
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"{backend}/crash", timeout=10)
+
+        def restarted():
+            if supervisor.state("backend") != "RUNNING" or supervisor.pid("backend") == pids[-1]:
+                return None
+            return httpx.get(f"{backend}/readyz", timeout=2).status_code == 200
+
+        poll_until(
+            restarted,
+            "supervisord to restart the crashed backend",
+            timeout=60,
+            on_timeout=lambda: local_stack.failure_context("backend"),
+        )
+        pids.append(supervisor.pid("backend"))
+        # Each restart must be scraped before the next crash, or the alert's changes()
+        # would see fewer restarts than happened.
+        previous = poll_until(
+            lambda prev=previous: (v := backend_start_time(local_stack)) != prev and v,
+            "Prometheus to scrape the restarted backend",
+            timeout=60,
+            on_timeout=lambda: local_stack.failure_context("prometheus"),
+        )
+    return {"pids": pids, "started": started}
+
+
+def test_supervisor_restarts_the_crashed_backend(crash_loop):
+    assert len(set(crash_loop["pids"])) == CRASHES + 1
+
+
+def test_jaeger_has_the_trace_with_both_services(local_stack):
+    trace_id, response = traced_get(f"{local_stack.url('frontend')}/items/2")
+    assert response.status_code == 200
+    trace = poll_until(
+        lambda: (
+            (t := jaeger_trace(local_stack, trace_id))
+            and services_of(t) == {"frontend", "backend"}
+            and t
+        ),
+        f"trace {trace_id} from both services in Jaeger",
+        timeout=60,
+        on_timeout=lambda: local_stack.failure_context("jaeger", "frontend"),
+    )
+    spans = {s["spanID"]: s for s in trace["spans"]}
+    service = {sid: trace["processes"][s["processID"]]["serviceName"] for sid, s in spans.items()}
+    backend_server = next(
+        s
+        for s in spans.values()
+        if service[s["spanID"]] == "backend"
+        and any(t["key"] == "span.kind" and t["value"] == "server" for t in s["tags"])
+    )
+    (parent_ref,) = [r for r in backend_server["references"] if r["refType"] == "CHILD_OF"]
+    parent = spans[parent_ref["spanID"]]
+    # backend server span <- frontend client span <- frontend server span (the root)
+    assert service[parent["spanID"]] == "frontend"
+    assert any(t["key"] == "span.kind" and t["value"] == "client" for t in parent["tags"])
+    (grand_ref,) = [r for r in parent["references"] if r["refType"] == "CHILD_OF"]
+    root = spans[grand_ref["spanID"]]
+    assert service[root["spanID"]] == "frontend"
+    assert root["references"] == [] or all(r["spanID"] not in spans for r in root["references"])
+
+
+def test_jaeger_error_spans_have_error_status(local_stack):
+    trace_id, response = traced_get(f"{local_stack.url('frontend')}/error?type=permission_error")
+    assert response.status_code == 403
+    trace = poll_until(
+        lambda: (
+            (t := jaeger_trace(local_stack, trace_id))
+            and services_of(t) == {"frontend", "backend"}
+            and t
+        ),
+        f"/error trace {trace_id} in Jaeger",
+        timeout=60,
+        on_timeout=lambda: local_stack.failure_context("jaeger"),
+    )
+    servers = [
+        s
+        for s in trace["spans"]
+        if any(t["key"] == "span.kind" and t["value"] == "server" for t in s["tags"])
+    ]
+    assert len(servers) == 2
+    for span in servers:
+        tags = {t["key"]: t["value"] for t in span["tags"]}
+        assert tags.get("otel.status_code") == "ERROR", tags
+        assert tags.get("error.type") == "permission_error"
+        assert any(
+            f["key"] == "event" and f["value"] == "exception"
+            for log in span["logs"]
+            for f in log["fields"]
+        )
+
+
+def test_prometheus_scrapes_both_services(local_stack):
+    def all_up():
+        targets = httpx.get(f"{local_stack.url('prometheus')}/api/v1/targets", timeout=10).json()
+        health = {t["labels"]["job"]: t["health"] for t in targets["data"]["activeTargets"]}
+        return health.get("frontend") == "up" and health.get("backend") == "up"
+
+    poll_until(
+        all_up,
+        "frontend and backend targets up",
+        timeout=60,
+        on_timeout=lambda: local_stack.failure_context("prometheus"),
+    )
+
+
+@pytest.mark.parametrize("expr", COURSE_PROMQL)
+def test_course_promql_returns_data(local_stack, expr):
+    def finite_values():
+        values = [float(sample["value"][1]) for sample in local_stack.prometheus_query(expr)]
+        return [v for v in values if math.isfinite(v)]
+
+    # NaN (no requests on one endpoint in the window) is not data; one finite value is.
+    values = poll_until(
+        finite_values,
+        f"a non-empty result for {expr}",
+        timeout=90,
+        interval=2,
+        on_timeout=lambda: local_stack.failure_context("prometheus"),
+    )
+    assert all(v >= 0 for v in values)
+
+
+def test_exemplars_link_metrics_to_jaeger_traces(local_stack):
+    def exemplar_trace_ids():
+        now = time.time()
+        response = httpx.get(
+            f"{local_stack.url('prometheus')}/api/v1/query_exemplars",
+            params={
+                "query": "flask_request_duration_seconds_bucket",
+                "start": now - 600,
+                "end": now,
+            },
+            timeout=10,
+        )
+        return {
+            e["labels"]["trace_id"]
+            for series in response.json()["data"]
+            for e in series["exemplars"]
+            if "trace_id" in e["labels"]
+        }
+
+    trace_ids = poll_until(
+        exemplar_trace_ids, "exemplars with trace ids in Prometheus", timeout=90, interval=2
+    )
+    found = poll_until(
+        lambda: next((t for t in sorted(trace_ids) if jaeger_trace(local_stack, t)), None),
+        "one exemplar's trace in Jaeger",
+        timeout=60,
+    )
+    assert len(found) == 32
+
+
+def es_search(local_stack, query: dict) -> list[dict]:
+    response = httpx.post(
+        f"{local_stack.url('elasticsearch')}/obs-logs-*/_search",
+        json={"query": query, "size": 100},
+        auth=local_stack.stack.es_auth(),
+        timeout=10,
+    )
+    response.raise_for_status()
+    return [hit["_source"] for hit in response.json()["hits"]["hits"]]
+
+
+def test_logs_of_one_request_are_in_elasticsearch_from_both_services(local_stack):
+    trace_id, response = traced_get(f"{local_stack.url('frontend')}/items/3")
+    assert response.status_code == 200
+    docs = poll_until(
+        lambda: (
+            (d := es_search(local_stack, {"term": {"trace.id": trace_id}}))
+            and {doc["service.name"] for doc in d} == {"frontend", "backend"}
+            and d
+        ),
+        f"log lines with trace.id {trace_id} from both services in Elasticsearch",
+        timeout=60,
+        on_timeout=lambda: local_stack.failure_context("log-shipper", "elasticsearch"),
+    )
+    assert all(doc["trace.id"] == trace_id for doc in docs)
+
+
+def _mapped_types(properties: dict, prefix: str = "") -> dict[str, str]:
+    types = {}
+    for name, spec in properties.items():
+        path = f"{prefix}{name}"
+        if "properties" in spec:
+            types.update(_mapped_types(spec["properties"], f"{path}."))
+        else:
+            types[path] = spec["type"]
+    return types
+
+
+def _leaf_fields(doc: dict, prefix: str = "") -> dict[str, object]:
+    leaves = {}
+    for key, value in doc.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            leaves.update(_leaf_fields(value, f"{path}."))
+        else:
+            leaves[path] = value
+    return leaves
+
+
+EXPECTED_TYPE = {
+    str: {"keyword", "text", "date"},
+    int: {"long", "integer"},
+    float: {"double", "float"},
+}
+
+
+def test_every_logged_field_has_its_intended_mapping(local_stack):
+    intended = _mapped_types(
+        json.loads(TEMPLATE_FILE.read_text())["template"]["mappings"]["properties"]
+    )
+    # Errors, tracebacks and access lines of every kind, so that all field kinds occur.
+    for path in ("/error?type=database_error", "/items/999", "/slow?delay=x", "/health"):
+        httpx.get(f"{local_stack.url('frontend')}{path}", timeout=15)
+    poll_until(
+        lambda: es_search(local_stack, {"term": {"error.type": "database_error"}}),
+        "error lines in Elasticsearch",
+        timeout=60,
+    )
+    mapping = httpx.get(
+        f"{local_stack.url('elasticsearch')}/obs-logs-*/_mapping",
+        auth=local_stack.stack.es_auth(),
+        timeout=10,
+    ).json()
+    for index, body in mapping.items():
+        actual = _mapped_types(body["mappings"]["properties"])
+        assert actual == intended, f"{index}: mapping differs from fluent-bit/index-template.json"
+        assert body["mappings"]["dynamic"] == "false"
+    docs = es_search(local_stack, {"match_all": {}})
+    assert len(docs) >= 50
+    for doc in docs:
+        for field, value in _leaf_fields(doc).items():
+            assert field in intended, f"field {field!r} is logged but not mapped: {doc}"
+            assert intended[field] in EXPECTED_TYPE[type(value)], (field, value, intended[field])
+
+
+def mails(local_stack, status: str) -> list:
+    return [
+        m
+        for m in read_messages(local_stack.stack.mail_dir)
+        if m.subject.startswith(f"[{status}]")
+        and "ServiceCrashLooping" in m.subject
+        and "backend" in m.subject
+    ]
+
+
+def test_crash_loop_alert_fires_and_is_emailed(local_stack, crash_loop):
+    def routed():
+        alerts = httpx.get(f"{local_stack.url('alertmanager')}/api/v2/alerts", timeout=10).json()
+        return [
+            a
+            for a in alerts
+            if a["labels"].get("alertname") == "ServiceCrashLooping"
+            and a["labels"].get("service") == "backend"
+            and a["receivers"]
+            and a["receivers"][0]["name"] == "email"
+        ]
+
+    poll_until(
+        routed,
+        "Alertmanager to route ServiceCrashLooping to the email receiver",
+        timeout=240,
+        interval=2,
+        on_timeout=lambda: local_stack.failure_context("prometheus", "alertmanager"),
+    )
+    (message, *_) = poll_until(
+        lambda: mails(local_stack, "FIRING"),
+        "the firing e-mail in the mail catcher",
+        timeout=120,
+        interval=2,
+        on_timeout=lambda: local_stack.failure_context("alertmanager", "mailcatcher"),
+    )
+    assert "backend is crash looping" in message.body
+
+
+def test_crash_loop_resolved_email_follows(local_stack, crash_loop):
+    # The restarts leave the alert's 5-minute window about 5 minutes after the first
+    # crash; then Prometheus resolves it and Alertmanager mails within group_interval.
+    remaining = max(60.0, 5 * 60 + 150 - (time.monotonic() - crash_loop["started"]))
+    poll_until(
+        lambda: mails(local_stack, "RESOLVED"),
+        "the resolved e-mail in the mail catcher",
+        timeout=remaining,
+        interval=3,
+        on_timeout=lambda: local_stack.failure_context("prometheus", "alertmanager", "mailcatcher"),
+    )
+    assert mails(local_stack, "FIRING")
