@@ -9,7 +9,7 @@ VENV := $(shell scripts/bootstrap.sh --print-venv)
 PY := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: help bootstrap bootstrap-python services demo test test-e2e lint format lock clean
+.PHONY: help bootstrap bootstrap-python services demo mail test test-e2e lint format lock clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -25,6 +25,9 @@ services: bootstrap-python ## Run frontend (:5000) and backend (:5001) in the fo
 
 demo: bootstrap ## Run the whole local stack (services, Prometheus, Alertmanager, Jaeger, Elasticsearch, mail)
 	PYTHONPATH=scripts $(PY) -m stack demo
+
+mail: bootstrap-python ## List the e-mails caught by `make demo`; `make mail N=2` shows one
+	PYTHONPATH=scripts $(PY) -m stack mail $(N)
 
 lint: bootstrap-python ## ruff lint and format check
 	$(PY) -m ruff check .

@@ -1,24 +1,19 @@
-"""Run the two services as real gunicorn processes for tests and the demo.
-
-Reads no environment variables; callers pass the environment each service gets.
+"""Run the two services as real gunicorn processes for tests, with the same command
+lines the local stack uses (stack.components). Reads no environment variables.
 """
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
+
+from stack.components import service_argv, service_env
 
 from .processes import ManagedProcess
 
-REPO = Path(__file__).resolve().parents[2]
-SERVICE_PATHS = [REPO / "services" / name for name in ("telemetry", "frontend", "backend")]
 
-
-def service_env(**overrides: str) -> dict[str, str]:
-    env = {
-        "PYTHONPATH": os.pathsep.join(str(p) for p in SERVICE_PATHS),
-        "PYTHONUNBUFFERED": "1",
+def start_service(name: str, module: str, port: int, log_dir: Path, **env: str) -> ManagedProcess:
+    """Start `module` (backend or frontend) under gunicorn on 127.0.0.1:port."""
+    defaults = {
         # Export often, so tests see spans within a fraction of a second.
         "OTEL_BSP_SCHEDULE_DELAY": "200",
         "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=test",
@@ -26,23 +21,9 @@ def service_env(**overrides: str) -> dict[str, str]:
         "SLOW_TIMEOUT_RATE": "0",
         "GUNICORN_THREADS": "4",
     }
-    env.update(overrides)
-    return env
-
-
-def start_service(name: str, module: str, port: int, log_dir: Path, **env: str) -> ManagedProcess:
-    """Start `module` (backend or frontend) under gunicorn on 127.0.0.1:port."""
-    argv = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "-c",
-        "python:obs_telemetry.gunicorn_conf",
-        "--bind",
-        f"127.0.0.1:{port}",
-        f"{module}.wsgi:app",
-    ]
-    env.setdefault("OTEL_SERVICE_NAME", module)
-    process = ManagedProcess(name, argv, log_dir, env=service_env(**env))
+    defaults.update(env)
+    process = ManagedProcess(
+        name, service_argv(module, port), log_dir, env=service_env(module, **defaults)
+    )
     process.url = f"http://127.0.0.1:{port}"
     return process
