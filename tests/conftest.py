@@ -70,13 +70,16 @@ def backend_server(tracer_provider):
     server.url = f"http://127.0.0.1:{server.server_port}"
     yield server
     server.shutdown()
+    server.server_close()
     thread.join(timeout=5)
 
 
 @pytest.fixture
 def frontend_app(backend_server, registry, tracer_provider):
     config = dict(QUIET, BACKEND_URL=backend_server.url)
-    return frontend.create_app(config, registry=registry, tracer_provider=tracer_provider)
+    app = frontend.create_app(config, registry=registry, tracer_provider=tracer_provider)
+    yield app
+    app.extensions["backend_client"].close()
 
 
 @pytest.fixture

@@ -104,8 +104,14 @@ def _execute(spec: LoadSpec, as_json: bool, status_file: Path | None = None) -> 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def first_signal(signum: int) -> None:
+            stop.set()
+            # A second Ctrl-C falls through to Python's default and ends the process.
+            loop.remove_signal_handler(signum)
+
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
+            loop.add_signal_handler(signum, first_signal, signum)
         await run(spec, stats, progress if live else None, status_file, stop)
         if stop.is_set() and not as_json:
             sys.stderr.write("\ninterrupted: summary so far\n")

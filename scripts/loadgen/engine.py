@@ -160,17 +160,23 @@ async def run(
 
         workers = [asyncio.create_task(worker()) for _ in range(spec.concurrency)]
         side = asyncio.create_task(reporter()) if (progress or status_file) else None
+        finished = asyncio.gather(*workers)
+        stopped = asyncio.create_task(stop.wait())
         try:
-            await asyncio.gather(*workers)
+            await asyncio.wait({finished, stopped}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in workers:
+            # On a stop, requests still in flight are abandoned, not awaited: Ctrl-C
+            # answers at once even with a 15 s /slow outstanding. They are not counted.
+            for task in [*workers, stopped]:
                 task.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
+            await asyncio.gather(*workers, stopped, return_exceptions=True)
             if side:
                 side.cancel()
                 await asyncio.gather(side, return_exceptions=True)
             if status_file:
                 write_status(status_file, stats, spec)
+        if finished.done() and not finished.cancelled() and finished.exception():
+            raise finished.exception()
 
 
 def write_status(path: Path, stats: RunStats, spec: LoadSpec) -> None:

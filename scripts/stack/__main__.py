@@ -56,7 +56,10 @@ def _wait_for_ctrl_c(stack: LocalStack, supervisor) -> None:
 def services(_args) -> None:
     stack = LocalStack(run_dir(), services_only=True)
     _check_ports(stack.ports, ["frontend", "backend"])
-    print("Starting frontend and backend (tracing off: no Jaeger in this mode) ...", flush=True)
+    print(
+        "Starting frontend and backend (spans are not exported: no Jaeger in this mode) ...",
+        flush=True,
+    )
     supervisor = runner.start(stack)
     print(
         f"\n  frontend  {stack.url('frontend')}/\n  backend   {stack.url('backend')}/\n"

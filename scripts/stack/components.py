@@ -169,8 +169,9 @@ class LocalStack:
             }
         )
         if self.services_only:
-            # Without Jaeger there is nowhere to send spans; say so instead of retrying.
-            common["OTEL_SDK_DISABLED"] = "true"
+            # No Jaeger to send to: spans are still made (trace ids in logs, exemplars,
+            # traceparent to the backend) but not exported.
+            common["OTEL_TRACES_EXPORTER"] = "none"
         common.update(self.service_env_overrides)
         backend = Program(
             "backend",

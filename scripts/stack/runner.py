@@ -29,8 +29,8 @@ def start(stack: LocalStack, progress: Callable[[str], None] = print) -> Supervi
     programs = stack.programs()
     supervisor = Supervisor(stack, programs)
     started = time.monotonic()
-    supervisor.start()
     try:
+        supervisor.start()
         for program in programs:
             if not program.autostart:
                 continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 import signal
+import socket
 import threading
 import time
 
@@ -210,20 +211,36 @@ def test_crash_ends_the_whole_process_when_enabled(tmp_path):
         crashing.stop()
 
 
-def test_sigterm_finishes_in_flight_requests_with_jaeger_unreachable(tmp_path):
-    # Nothing listens on this port: every span export fails.
+@pytest.fixture(params=["refused", "blackhole"])
+def unreachable_jaeger(request):
+    """An OTLP endpoint that refuses connections, or one that accepts and never answers."""
+    if request.param == "refused":
+        yield f"http://127.0.0.1:{free_port()}"
+        return
+    # Listens but never accepts: connections queue in the kernel and requests hang
+    # until the exporter's own timeout, the worst case for a blocking exporter.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sink:
+        sink.bind(("127.0.0.1", 0))
+        sink.listen(0)
+        yield f"http://127.0.0.1:{sink.getsockname()[1]}"
+
+
+def test_sigterm_finishes_in_flight_requests_with_jaeger_unreachable(tmp_path, unreachable_jaeger):
     service = start_service(
         "backend-sigterm",
         "backend",
         free_port(),
         tmp_path,
-        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{free_port()}",
+        OTEL_EXPORTER_OTLP_ENDPOINT=unreachable_jaeger,
     )
     try:
         service.wait_http(f"{service.url}/readyz")
-        # An unreachable exporter must cost nothing visible to clients.
+        # An unreachable exporter must cost nothing visible to clients: no failure, and
+        # no request anywhere near the exporter's 5 s timeout.
         for _ in range(20):
-            assert httpx.get(f"{service.url}/api/items", timeout=5).status_code == 200
+            response = httpx.get(f"{service.url}/api/items", timeout=10)
+            assert response.status_code == 200
+            assert response.elapsed.total_seconds() < 2.5, response.elapsed
         result = {}
 
         def slow_call():
@@ -241,10 +258,10 @@ def test_sigterm_finishes_in_flight_requests_with_jaeger_unreachable(tmp_path):
         service.signal(signal.SIGTERM)
         caller.join(timeout=15)
         assert result["response"].status_code == 200
-        code = service.wait(timeout=30)
+        code = service.wait(timeout=40)
         elapsed = time.monotonic() - started
         assert code == 0, service.describe_failure()
-        # Kubernetes sends SIGKILL 30 s after SIGTERM; we must be gone well before.
-        assert elapsed < 25, f"shutdown took {elapsed:.1f}s\n{service.tail()}"
+        # Kubernetes sends SIGKILL 30 s after SIGTERM; we must be gone before.
+        assert elapsed < 30, f"shutdown took {elapsed:.1f}s\n{service.tail()}"
     finally:
         service.stop()

@@ -126,3 +126,19 @@ def test_no_key_changes_type_across_lines(client, backend_app, capsys):
 def test_server_span_kind_is_server(backend_client, span_exporter):
     backend_client.get("/")
     assert [s.kind for s in span_exporter.get_finished_spans()] == [SpanKind.SERVER]
+
+
+def test_otel_variables_name_the_service_in_logs(monkeypatch, registry, tracer_provider, capsys):
+    import backend
+
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "shop-backend")
+    monkeypatch.setenv(
+        "OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=staging,service.version=2.1.0"
+    )
+    app = backend.create_app({"TESTING": True}, registry=registry, tracer_provider=tracer_provider)
+    capsys.readouterr()
+    app.test_client().get("/")
+    (line,) = [r for r in json_lines(capsys) if r["log.logger"] == "obs_telemetry.access"]
+    assert line["service.name"] == "shop-backend"
+    assert line["service.environment"] == "staging"
+    assert line["service.version"] == "2.1.0"

@@ -152,3 +152,15 @@ def test_each_app_gets_its_own_registry_by_default(tracer_provider):
     # Two apps in one process must not collide on metric names.
     for _ in range(2):
         backend.create_app(dict(QUIET), tracer_provider=tracer_provider)
+
+
+def test_deeply_nested_json_is_a_400_not_a_500(client):
+    response = client.post("/orders", data="[" * 50_000, content_type="application/json")
+    assert response.status_code == 400
+    assert response.get_json()["error"] == "validation_error"
+
+
+def test_oversized_body_is_a_json_413(client):
+    response = client.post("/orders", data="x" * (65 * 1024), content_type="application/json")
+    assert response.status_code == 413
+    assert response.get_json()["error"] == "request_entity_too_large"

@@ -75,3 +75,40 @@ def test_valid_traceparent_is_continued(backend_client, span_exporter):
     (span,) = server_spans(span_exporter)
     assert format(span.context.trace_id, "032x") == trace_id
     assert format(span.parent.span_id, "016x") == parent
+
+
+def test_unmatched_paths_share_one_span_name(backend_client, span_exporter):
+    for path in ("/wp-login.php", "/random/123"):
+        backend_client.get(path)
+    assert [s.name for s in server_spans(span_exporter)] == ["GET", "GET"]
+
+
+def test_only_the_real_scrape_and_probe_paths_are_untraced(backend_app, span_exporter):
+    @backend_app.get("/reports/metrics")
+    def reports_metrics():
+        return {"ok": True}
+
+    client = backend_app.test_client()
+    client.get("/metrics")
+    client.get("/livez")
+    client.get("/reports/metrics")
+    assert [s.attributes["http.route"] for s in server_spans(span_exporter)] == ["/reports/metrics"]
+
+
+def test_traces_exporter_none_keeps_trace_ids_without_exporting(monkeypatch):
+    from obs_telemetry.tracing import build_tracer_provider
+
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    provider = build_tracer_provider("svc", "1.0.0")
+    with provider.get_tracer("t").start_as_current_span("s") as span:
+        assert span.get_span_context().is_valid
+    assert provider._active_span_processor._span_processors == ()
+
+
+def test_unknown_traces_exporter_is_a_config_error(monkeypatch):
+    from obs_telemetry import ConfigError
+    from obs_telemetry.tracing import build_tracer_provider
+
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "zipkin")
+    with pytest.raises(ConfigError, match="OTEL_TRACES_EXPORTER"):
+        build_tracer_provider("svc", "1.0.0")

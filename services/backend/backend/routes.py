@@ -14,6 +14,7 @@ from flask import Blueprint, current_app, jsonify, request
 
 from obs_telemetry import SIMULATED_ERRORS, AppError
 from obs_telemetry.chaos import parse_delay
+from obs_telemetry.errors import json_object_body
 
 bp = Blueprint("backend", __name__)
 
@@ -65,9 +66,7 @@ def _positive_int(body: dict, key: str, maximum: int) -> int:
 
 @bp.post("/api/orders")
 def create_order():
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise AppError("validation_error", "body must be a JSON object", 400)
+    body = json_object_body()
     item_id = _positive_int(body, "item_id", max(CATALOG))
     quantity = _positive_int(body, "quantity", MAX_QUANTITY)
     # The catalog's ids are 1..max with no gaps, so the range check above found it.

@@ -26,14 +26,18 @@ class BackendClient:
             pool=config["BACKEND_CONNECT_TIMEOUT"],
         )
         # One pooled client per app, so calls reuse keep-alive connections instead of
-        # paying a TCP handshake each; as many connections as gunicorn has threads.
+        # paying a TCP handshake each. No cap on connections: gunicorn's thread count
+        # already bounds concurrent calls, and a cap would queue them behind each other.
         self.http = httpx.Client(
             base_url=config["BACKEND_URL"],
             timeout=timeout,
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=32),
         )
         instrument_http_client(self.http, app)
         app.extensions[EXTENSION_KEY] = self
+
+    def close(self) -> None:
+        self.http.close()
 
     def call(self, method: str, path: str, **kwargs) -> tuple[dict, int]:
         """(JSON body, status) of a successful call; AppError for any failure."""

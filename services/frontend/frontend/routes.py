@@ -10,6 +10,7 @@ from flask import Blueprint, current_app, jsonify, request
 
 from obs_telemetry import AppError
 from obs_telemetry.chaos import parse_delay
+from obs_telemetry.errors import json_object_body
 
 from .backend_client import backend
 
@@ -36,9 +37,7 @@ def get_item(item_id: int):
 
 @bp.post("/orders")
 def create_order():
-    payload = request.get_json(silent=True)
-    if not isinstance(payload, dict):
-        raise AppError("validation_error", "body must be a JSON object", 400)
+    payload = json_object_body()
     body, status = backend().call("POST", "/api/orders", json=payload)
     return jsonify(body), status
 

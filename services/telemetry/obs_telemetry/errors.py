@@ -41,3 +41,18 @@ class AppError(Exception):
 
     def to_dict(self) -> dict:
         return {"error": self.error_type, "message": self.message}
+
+
+def json_object_body() -> dict:
+    """The request's JSON object body, or AppError(400) for anything else."""
+    from flask import request
+
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:
+        # Deeply nested arrays ("[[[[...") exhaust the parser's recursion, which Flask's
+        # silent mode does not catch; it is bad input, not a server error.
+        body = None
+    if not isinstance(body, dict):
+        raise AppError("validation_error", "body must be a JSON object", 400)
+    return body

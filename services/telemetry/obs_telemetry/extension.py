@@ -24,15 +24,16 @@ from werkzeug.exceptions import HTTPException
 
 from .errors import AppError
 from .logs import configure_logging
-from .metrics import UNMATCHED_ENDPOINT, Metrics
-from .tracing import install_global_tracer_provider
+from .metrics import KNOWN_METHODS, UNMATCHED_ENDPOINT, Metrics
+from .tracing import build_resource, install_global_tracer_provider
 
 EXTENSION_KEY = "obs_telemetry"
 
 # Scrapes and probes are not user traffic: counting them would inflate request rates
 # and flood logs and traces with lines nobody reads.
 UNOBSERVED_PATHS = frozenset({"/metrics", "/livez", "/readyz"})
-_EXCLUDED_URLS = r"/(metrics|livez|readyz)(\?|$)"
+# Anchored after the host: /api/items/metrics is a route like any other.
+_EXCLUDED_URLS = r"^https?://[^/]+/(metrics|livez|readyz)/?(\?.*)?$"
 
 access_log = logging.getLogger("obs_telemetry.access")
 event_log = logging.getLogger("obs_telemetry.events")
@@ -42,6 +43,7 @@ class TelemetryState:
     """What init_app builds for one app; found at app.extensions["obs_telemetry"]."""
 
     def __init__(self, service_name: str, registry, tracer_provider) -> None:
+        # From OTEL_SERVICE_NAME when set, so that logs and spans always agree.
         self.service_name = service_name
         self.registry = registry
         self.metrics = Metrics(registry)
@@ -65,21 +67,27 @@ class Telemetry:
     def init_app(self, app: Flask) -> None:
         if EXTENSION_KEY in app.extensions:
             return
-        service_name = app.config.get("SERVICE_NAME") or app.name
-        version = app.config.get("SERVICE_VERSION", "0.0.0")
+        # The same resolution as the tracer provider's resource (OTEL_SERVICE_NAME,
+        # OTEL_RESOURCE_ATTRIBUTES, then the app's defaults), for logs and /stats.
+        resource = build_resource(
+            app.config.get("SERVICE_NAME") or app.name, app.config.get("SERVICE_VERSION", "0.0.0")
+        ).attributes
+        service_name = resource["service.name"]
         if app.config.get("TELEMETRY_CONFIGURE_LOGGING", True):
             configure_logging(
                 service_name,
                 app.config.get("LOG_LEVEL", "info"),
-                version,
-                app.config.get("DEPLOYMENT_ENVIRONMENT"),
+                resource["service.version"],
+                resource["deployment.environment"],
             )
 
         provider = self._tracer_provider
         if provider is None:
             # Under gunicorn the post_fork hook has already installed the provider; this
             # covers `flask run` and other single-process servers.
-            install_global_tracer_provider(service_name, version)
+            install_global_tracer_provider(
+                app.config.get("SERVICE_NAME") or app.name, resource["service.version"]
+            )
             provider = trace.get_tracer_provider()
 
         # A fresh registry per app, never the global one: two apps in one process (as in
@@ -95,6 +103,7 @@ class Telemetry:
             # unexported copy costing time on every request.
             meter_provider=NoOpMeterProvider(),
             excluded_urls=_EXCLUDED_URLS,
+            request_hook=_name_unmatched_span,
         )
         app.before_request(_before_request)
         app.after_request(_after_request)
@@ -132,6 +141,14 @@ def record_error(error_type: str, message: str, exc: BaseException | None = None
         span.set_status(Status(StatusCode.ERROR, f"{error_type}: {message}"))
         if exc is not None:
             span.record_exception(exc)
+
+
+def _name_unmatched_span(span, environ) -> None:
+    # The instrumentation names a span after the raw path when no route matched; a
+    # scan of random URLs would then create an operation per URL in Jaeger. Semantic
+    # conventions name such a span after the method alone.
+    if span.is_recording() and request.url_rule is None:
+        span.update_name(request.method if request.method in KNOWN_METHODS else "HTTP")
 
 
 def _before_request() -> None:

@@ -29,9 +29,10 @@ worker_class = "gthread"
 threads = env_int(os.environ, "GUNICORN_THREADS", 8, minimum=1, maximum=256)
 # Below this, a request still running is killed; /slow caps its sleeps well under it.
 timeout = 30
-# SIGTERM: stop accepting, finish in-flight requests for up to 10 s, then flush spans
-# (bounded by OTEL_EXPORTER_OTLP_TIMEOUT): all well inside Kubernetes' 30 s grace.
-graceful_timeout = 10
+# SIGTERM: stop accepting and finish in-flight requests, then flush spans (at most
+# tracing.SHUTDOWN_BUDGET_S); the master kills a worker still busy after 25 s, before
+# Kubernetes' SIGKILL at 30 s.
+graceful_timeout = 25
 keepalive = 5
 accesslog = None
 logconfig_dict = gunicorn_logconfig(env_str(os.environ, "LOG_LEVEL", "info"))

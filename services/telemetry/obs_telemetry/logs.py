@@ -57,7 +57,9 @@ class EcsJsonFormatter(JsonFormatter):
         if has_app_context():
             # Several apps can share one process (tests, a dev server hosting both);
             # the app handling this line knows best which service it is.
-            log_record["service.name"] = current_app.config.get("SERVICE_NAME", self.service_name)
+            state = current_app.extensions.get("obs_telemetry")
+            if state is not None:
+                log_record["service.name"] = state.service_name
         # The pid is read per record: a formatter built in the gunicorn master is used
         # by forked workers too.
         log_record["process.pid"] = os.getpid()

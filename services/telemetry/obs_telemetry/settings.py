@@ -105,5 +105,7 @@ def common_settings(environ: Mapping[str, str] | None = None) -> dict:
             env, "SLOW_TIMEOUT_SECONDS", 2.0, minimum=0, maximum=MAX_SLEEP_SECONDS
         ),
         "CHAOS_CRASH_ENABLED": env_bool(env, "CHAOS_CRASH_ENABLED", False),
+        # Flask answers 413 above this; our largest legitimate body is a small order.
+        "MAX_CONTENT_LENGTH": 64 * 1024,
     }
     return settings

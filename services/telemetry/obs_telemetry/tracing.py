@@ -3,7 +3,8 @@
 Reads the standard variables, through the SDK itself where it can:
   OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES (service.version, deployment.environment),
   OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (OTLP over HTTP,
-  default http://localhost:4318), OTEL_EXPORTER_OTLP_TIMEOUT, OTEL_TRACES_SAMPLER(_ARG),
+  default http://localhost:4318), OTEL_EXPORTER_OTLP_TIMEOUT, OTEL_TRACES_EXPORTER
+  (otlp, or none: spans and trace ids without export), OTEL_TRACES_SAMPLER(_ARG),
   OTEL_BSP_* (batch size, queue size, delay) and OTEL_SDK_DISABLED.
 
 Spans leave through a BatchSpanProcessor: the request thread only appends to a bounded
@@ -12,7 +13,9 @@ queue, so an unreachable Jaeger costs dropped spans, never a slow or failed requ
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 from collections.abc import Mapping
 
 from opentelemetry import trace
@@ -20,12 +23,17 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
-from .settings import env_bool, env_float
+from .settings import ConfigError, env_bool, env_float, env_str
 
 # Defaults that the environment may override. OTEL_EXPORTER_OTLP_TIMEOUT bounds one
 # export attempt; 5 s keeps shutdown (flush + one timed-out export) far inside the
 # 30 s Kubernetes grace period even when Jaeger does not answer at all.
 _DEFAULT_EXPORT_TIMEOUT_S = 5.0
+# The most a worker spends flushing spans at exit. gunicorn's graceful_timeout (25 s)
+# must hold the in-flight requests and this; Kubernetes kills at 30 s.
+SHUTDOWN_BUDGET_S = 5.0
+
+log = logging.getLogger("obs_telemetry.tracing")
 
 
 def tracing_disabled(environ: Mapping[str, str] | None = None) -> bool:
@@ -65,11 +73,17 @@ def build_tracer_provider(
 ) -> TracerProvider:
     """A provider exporting over OTLP/HTTP in batches, or through `exporter` if given."""
     env = os.environ if environ is None else environ
+    exporter_name = env_str(env, "OTEL_TRACES_EXPORTER", "otlp").lower()
+    if exporter_name not in ("otlp", "none"):
+        raise ConfigError(f"OTEL_TRACES_EXPORTER={exporter_name!r}: use otlp or none")
     provider = TracerProvider(
         resource=build_resource(default_service_name, version),
         # atexit is not reliable under gunicorn workers; the worker_exit hook shuts down.
         shutdown_on_exit=False,
     )
+    if exporter is None and exporter_name == "none":
+        # Spans still exist, so trace ids reach logs, exemplars and the backend.
+        return provider
     if exporter is None:
         # Imported here so that importing this module costs nothing when tracing is off.
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -92,8 +106,24 @@ def install_global_tracer_provider(default_service_name: str, version: str) -> N
     trace.set_tracer_provider(build_tracer_provider(default_service_name, version))
 
 
-def shutdown_global_tracer_provider() -> None:
-    """Flush pending spans and stop the exporter; bounded by the export timeout."""
+def shutdown_global_tracer_provider(budget: float = SHUTDOWN_BUDGET_S) -> bool:
+    """Flush pending spans and stop the exporter, for at most `budget` seconds.
+
+    The SDK's own shutdown may wait 30 s per processor when the exporter hangs, so it
+    runs in a daemon thread that is abandoned at the deadline: the spans still queued
+    are lost, the process exits on time. Returns whether the flush finished.
+    """
     provider = trace.get_tracer_provider()
-    if isinstance(provider, TracerProvider):
-        provider.shutdown()
+    if not isinstance(provider, TracerProvider):
+        return True
+    worker = threading.Thread(target=provider.shutdown, name="otel-shutdown", daemon=True)
+    worker.start()
+    worker.join(budget)
+    if worker.is_alive():
+        log.warning(
+            "span flush did not finish in %.0f s (exporter unreachable?); "
+            "pending spans are dropped",
+            budget,
+        )
+        return False
+    return True
