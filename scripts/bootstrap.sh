@@ -106,7 +106,7 @@ install_elasticsearch() {
   command -v java >/dev/null || die "Elasticsearch needs a JDK >= 17 on the PATH (apt-get install openjdk-17-jdk-headless)"
   if [[ ! -f "$zip" ]]; then
     command -v mvn >/dev/null || die "mvn is needed to fetch Elasticsearch from Maven Central (apt-get install maven)"
-    mvn -q -B dependency:copy \
+    mvn -q -B -Dstyle.color=never dependency:copy \
       -Dmaven.repo.local="$cache/m2" \
       -Dartifact="org.elasticsearch.distribution.integ-test-zip:elasticsearch:$ELASTICSEARCH_VERSION:zip" \
       -DoutputDirectory="$cache/dl"

@@ -39,8 +39,10 @@ def _wait_for_ctrl_c(stack: LocalStack, supervisor) -> None:
     def on_term(*_):
         raise KeyboardInterrupt
 
-    # SIGTERM (e.g. from `kill`) stops the stack as cleanly as Ctrl-C does.
+    # SIGTERM (e.g. from `kill`) stops the stack as cleanly as Ctrl-C does. SIGINT is
+    # set explicitly too: a shell starting us in the background would have it ignored.
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
     try:
         while supervisor.proc.poll() is None:
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -96,8 +98,9 @@ The stack is up. Where to look:
   Caught e-mail   make mail            (list)   make mail N=1   (read one)
   Logs            {stack.log_dir}/
 
-Gentle background traffic is running (2 requests/s). Crash the backend three times
-with `curl {u("backend")}/crash` to see the crash-loop alert reach the mailbox.
+Gentle background traffic is running (2 requests/s). To see the crash-loop alert reach
+the mailbox, crash the backend three times, about 10 s apart so that Prometheus sees
+each restart: `curl {u("backend")}/crash`. The mail arrives about 2 minutes later.
 Ctrl-C stops everything.""",
         flush=True,
     )
