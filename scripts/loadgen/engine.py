@@ -175,8 +175,11 @@ async def run(
                 await asyncio.gather(side, return_exceptions=True)
             if status_file:
                 write_status(status_file, stats, spec)
-        if finished.done() and not finished.cancelled() and finished.exception():
-            raise finished.exception()
+        # A worker cancelled by the stop leaves a CancelledError in `finished`; only a
+        # real failure of a worker that ran to its end is worth raising.
+        error = finished.exception() if finished.done() and not finished.cancelled() else None
+        if error is not None and not isinstance(error, asyncio.CancelledError):
+            raise error
 
 
 def write_status(path: Path, stats: RunStats, spec: LoadSpec) -> None:

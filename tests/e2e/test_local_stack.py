@@ -48,6 +48,24 @@ def services_of(trace: dict) -> set[str]:
     return {trace["processes"][s["processID"]]["serviceName"] for s in trace["spans"]}
 
 
+def wait_for_trace(local_stack, trace_id: str) -> dict:
+    """The trace once Jaeger holds spans of both services for it."""
+    return poll_until(
+        lambda: (
+            (t := jaeger_trace(local_stack, trace_id))
+            and services_of(t) == {"frontend", "backend"}
+            and t
+        ),
+        f"trace {trace_id} from both services in Jaeger",
+        timeout=60,
+        on_timeout=lambda: local_stack.failure_context("jaeger", "frontend", "backend"),
+    )
+
+
+def span_kind(span: dict) -> str | None:
+    return next((t["value"] for t in span["tags"] if t["key"] == "span.kind"), None)
+
+
 def backend_start_time(local_stack) -> float | None:
     result = local_stack.prometheus_query('process_start_time_seconds{job="backend"}')
     return float(result[0]["value"][1]) if result else None
@@ -97,29 +115,17 @@ def test_supervisor_restarts_the_crashed_backend(crash_loop):
 def test_jaeger_has_the_trace_with_both_services(local_stack):
     trace_id, response = traced_get(f"{local_stack.url('frontend')}/items/2")
     assert response.status_code == 200
-    trace = poll_until(
-        lambda: (
-            (t := jaeger_trace(local_stack, trace_id))
-            and services_of(t) == {"frontend", "backend"}
-            and t
-        ),
-        f"trace {trace_id} from both services in Jaeger",
-        timeout=60,
-        on_timeout=lambda: local_stack.failure_context("jaeger", "frontend"),
-    )
+    trace = wait_for_trace(local_stack, trace_id)
     spans = {s["spanID"]: s for s in trace["spans"]}
     service = {sid: trace["processes"][s["processID"]]["serviceName"] for sid, s in spans.items()}
     backend_server = next(
-        s
-        for s in spans.values()
-        if service[s["spanID"]] == "backend"
-        and any(t["key"] == "span.kind" and t["value"] == "server" for t in s["tags"])
+        s for s in spans.values() if service[s["spanID"]] == "backend" and span_kind(s) == "server"
     )
     (parent_ref,) = [r for r in backend_server["references"] if r["refType"] == "CHILD_OF"]
     parent = spans[parent_ref["spanID"]]
     # backend server span <- frontend client span <- frontend server span (the root)
     assert service[parent["spanID"]] == "frontend"
-    assert any(t["key"] == "span.kind" and t["value"] == "client" for t in parent["tags"])
+    assert span_kind(parent) == "client"
     (grand_ref,) = [r for r in parent["references"] if r["refType"] == "CHILD_OF"]
     root = spans[grand_ref["spanID"]]
     assert service[root["spanID"]] == "frontend"
@@ -129,21 +135,8 @@ def test_jaeger_has_the_trace_with_both_services(local_stack):
 def test_jaeger_error_spans_have_error_status(local_stack):
     trace_id, response = traced_get(f"{local_stack.url('frontend')}/error?type=permission_error")
     assert response.status_code == 403
-    trace = poll_until(
-        lambda: (
-            (t := jaeger_trace(local_stack, trace_id))
-            and services_of(t) == {"frontend", "backend"}
-            and t
-        ),
-        f"/error trace {trace_id} in Jaeger",
-        timeout=60,
-        on_timeout=lambda: local_stack.failure_context("jaeger"),
-    )
-    servers = [
-        s
-        for s in trace["spans"]
-        if any(t["key"] == "span.kind" and t["value"] == "server" for t in s["tags"])
-    ]
+    trace = wait_for_trace(local_stack, trace_id)
+    servers = [s for s in trace["spans"] if span_kind(s) == "server"]
     assert len(servers) == 2
     for span in servers:
         tags = {t["key"]: t["value"] for t in span["tags"]}
