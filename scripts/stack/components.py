@@ -66,7 +66,6 @@ class Program:
     env: dict[str, str] = field(default_factory=dict)
     # Returns truthy once the component serves requests; None: RUNNING is enough.
     ready: Callable[[], object] | None = None
-    url: str | None = None
     user: str | None = None
     autostart: bool = True
     # Services are restarted whatever their exit code, as a kubelet would.
@@ -178,7 +177,6 @@ class LocalStack:
             service_argv("backend", p.backend),
             service_env("backend", **common),
             ready=http_ok(f"{self.url('backend')}/readyz"),
-            url=f"{self.url('backend')}/",
             priority=300,
         )
         frontend = Program(
@@ -186,7 +184,6 @@ class LocalStack:
             service_argv("frontend", p.frontend),
             service_env("frontend", BACKEND_URL=self.url("backend"), **common),
             ready=http_ok(f"{self.url('frontend')}/readyz"),
-            url=f"{self.url('frontend')}/",
             priority=310,
         )
         return [backend, frontend]
@@ -209,7 +206,6 @@ class LocalStack:
                 ],
                 {"PYTHONPATH": str(REPO / "scripts")},
                 ready=smtp_ok(p.smtp),
-                url=f"smtp://127.0.0.1:{p.smtp}",
                 priority=100,
             ),
             Program(
@@ -217,7 +213,6 @@ class LocalStack:
                 [str(elasticsearch_home() / "bin" / "elasticsearch")],
                 self._es_env(),
                 ready=self._es_ready,
-                url=self.url("elasticsearch"),
                 user=ES_SYSTEM_USER if os.geteuid() == 0 else None,
                 stop_seconds=30,
                 priority=100,
@@ -235,7 +230,6 @@ class LocalStack:
                     "JAEGER_METRICS_PORT": str(p.jaeger_metrics),
                 },
                 ready=http_ok(f"{self.url('jaeger_health')}/status"),
-                url=f"{self.url('jaeger_query')}/api/services",
                 priority=100,
             ),
             Program(
@@ -249,7 +243,6 @@ class LocalStack:
                     "--cluster.listen-address=",
                 ],
                 ready=http_ok(f"{self.url('alertmanager')}/-/ready"),
-                url=f"{self.url('alertmanager')}/",
                 priority=200,
             ),
             Program(
@@ -264,7 +257,6 @@ class LocalStack:
                     "--enable-feature=exemplar-storage",
                 ],
                 ready=http_ok(f"{self.url('prometheus')}/-/ready"),
-                url=f"{self.url('prometheus')}/",
                 priority=200,
             ),
             self._log_shipper(),
