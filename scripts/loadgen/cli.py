@@ -32,34 +32,27 @@ INTENSITIES = {"low": 1.0, "medium": 5.0, "high": 20.0}
 BACKGROUND_RATE = 2.0
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
-    return value
+def _number(convert, noun: str, minimum: float, inclusive: bool):
+    """An argparse type: `convert`ed text, finite, above (or at) `minimum`."""
+    bound = f">= {minimum:g}" if inclusive else f"greater than {minimum:g}"
+
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
+        # NaN fails both comparisons, so it is rejected with the rest.
+        above = value >= minimum if inclusive else value > minimum
+        if not above or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"{text!r} must be a finite number {bound}")
+        return value
+
+    return parse
 
 
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number greater than 0")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number >= 0")
-    return value
+positive_int = _number(int, "a whole number", 0, inclusive=False)
+positive_float = _number(float, "a number", 0, inclusive=False)
+non_negative_float = _number(float, "a number", 0, inclusive=True)
 
 
 def _parser(mode: str, description: str) -> argparse.ArgumentParser:
