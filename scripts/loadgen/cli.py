@@ -78,6 +78,16 @@ def _crash_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _spec(args: argparse.Namespace, **shape) -> LoadSpec:
+    """A LoadSpec from the options every mode shares, plus the mode's own `shape`."""
+    return LoadSpec(
+        args.target,
+        crash_weight=getattr(args, "crash_weight", 0.0),
+        seed=args.seed,
+        **shape,
+    )
+
+
 def _report(summary: dict, as_json: bool) -> None:
     if as_json:
         print(json.dumps(summary, indent=2))
@@ -137,7 +147,7 @@ def _exit_for(summary: dict, target: str) -> int:
 def cmd_quick(argv: list[str]) -> int:
     parser = _parser("quick", "Hit every endpoint a few times, errors included, and summarise.")
     args = parser.parse_args(argv)
-    spec = LoadSpec(args.target, plan=quick_plan(), concurrency=4, seed=args.seed)
+    spec = _spec(args, plan=quick_plan(), concurrency=4)
     return _exit_for(_execute(spec, args.json), args.target)
 
 
@@ -148,13 +158,11 @@ def cmd_generate(argv: list[str]) -> int:
     parser.add_argument("--concurrency", type=positive_int, default=10)
     _crash_option(parser)
     args = parser.parse_args(argv)
-    spec = LoadSpec(
-        args.target,
+    spec = _spec(
+        args,
         count=args.requests,
         rate=args.requests / args.duration,
         concurrency=args.concurrency,
-        crash_weight=args.crash_weight,
-        seed=args.seed,
     )
     return _exit_for(_execute(spec, args.json), args.target)
 
@@ -167,13 +175,7 @@ def cmd_spike(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.threads > 500:
         parser.error("THREADS must be at most 500")
-    spec = LoadSpec(
-        args.target,
-        duration=args.duration,
-        concurrency=args.threads,
-        crash_weight=args.crash_weight,
-        seed=args.seed,
-    )
+    spec = _spec(args, duration=args.duration, concurrency=args.threads)
     return _exit_for(_execute(spec, args.json), args.target)
 
 
@@ -185,14 +187,7 @@ def cmd_continuous(argv: list[str]) -> int:
     _crash_option(parser)
     args = parser.parse_args(argv)
     rate = INTENSITIES[args.intensity]
-    spec = LoadSpec(
-        args.target,
-        rate=rate,
-        duration=args.max_duration,
-        concurrency=max(4, int(rate)),
-        crash_weight=args.crash_weight,
-        seed=args.seed,
-    )
+    spec = _spec(args, rate=rate, duration=args.max_duration, concurrency=max(4, int(rate)))
     return _exit_for(_execute(spec, args.json), args.target)
 
 
@@ -204,14 +199,7 @@ def cmd_run(argv: list[str]) -> int:
     parser.add_argument("--status-file", type=Path)
     _crash_option(parser)
     args = parser.parse_args(argv)
-    spec = LoadSpec(
-        args.target,
-        rate=args.rate,
-        duration=args.duration,
-        concurrency=args.concurrency,
-        crash_weight=args.crash_weight,
-        seed=args.seed,
-    )
+    spec = _spec(args, rate=args.rate, duration=args.duration, concurrency=args.concurrency)
     _execute(spec, args.json, args.status_file)
     return 0
 

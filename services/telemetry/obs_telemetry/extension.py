@@ -69,8 +69,9 @@ class Telemetry:
             return
         # The same resolution as the tracer provider's resource (OTEL_SERVICE_NAME,
         # OTEL_RESOURCE_ATTRIBUTES, then the app's defaults), for logs and /stats.
+        default_name = app.config.get("SERVICE_NAME") or app.name
         resource = build_resource(
-            app.config.get("SERVICE_NAME") or app.name, app.config.get("SERVICE_VERSION", "0.0.0")
+            default_name, app.config.get("SERVICE_VERSION", "0.0.0")
         ).attributes
         service_name = resource["service.name"]
         if app.config.get("TELEMETRY_CONFIGURE_LOGGING", True):
@@ -85,9 +86,7 @@ class Telemetry:
         if provider is None:
             # Under gunicorn the post_fork hook has already installed the provider; this
             # covers `flask run` and other single-process servers.
-            install_global_tracer_provider(
-                app.config.get("SERVICE_NAME") or app.name, resource["service.version"]
-            )
+            install_global_tracer_provider(default_name, resource["service.version"])
             provider = trace.get_tracer_provider()
 
         # A fresh registry per app, never the global one: two apps in one process (as in

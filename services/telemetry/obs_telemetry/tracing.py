@@ -25,9 +25,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from .settings import ConfigError, env_bool, env_float, env_str
 
-# Defaults that the environment may override. OTEL_EXPORTER_OTLP_TIMEOUT bounds one
-# export attempt; 5 s keeps shutdown (flush + one timed-out export) far inside the
-# 30 s Kubernetes grace period even when Jaeger does not answer at all.
+# Default of OTEL_EXPORTER_OTLP_TIMEOUT, which bounds one export attempt: a Jaeger that
+# never answers holds the batch thread (never a request thread) for 5 s at a time.
 _DEFAULT_EXPORT_TIMEOUT_S = 5.0
 # The most a worker spends flushing spans at exit. gunicorn's graceful_timeout (25 s)
 # must hold the in-flight requests and this; Kubernetes kills at 30 s.
