@@ -9,7 +9,7 @@ VENV := $(shell scripts/bootstrap.sh --print-venv)
 PY := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: help bootstrap bootstrap-python services demo mail test test-e2e lint format lock clean
+.PHONY: help bootstrap bootstrap-python services demo mail test test-e2e lint format lock clean views
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ lock: bootstrap-python ## Re-resolve the pinned dependency locks
 	  services/requirements.in -o services/requirements.lock
 	$(PY) -m uv pip compile --quiet --python-version 3.11 --generate-hashes \
 	  requirements/dev.in -o requirements/dev.lock
+
+views: bootstrap-python ## Regenerate Grafana dashboards and Kibana saved objects (scripts/views/)
+	PYTHONPATH=scripts $(PY) -m views
 
 clean: ## Remove local run state (.run/); the install cache stays
 	rm -rf .run

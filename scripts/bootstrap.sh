@@ -78,6 +78,8 @@ apt_install() {  # apt_install PACKAGE VERSION BINARY
 install_prometheus() {
   apt_install prometheus "$PROMETHEUS_DEB_VERSION" prometheus
   apt_install prometheus-alertmanager "$ALERTMANAGER_DEB_VERSION" prometheus-alertmanager
+  apt_install prometheus-elasticsearch-exporter "$ELASTICSEARCH_EXPORTER_DEB_VERSION" \
+    prometheus-elasticsearch-exporter
 }
 
 install_jaeger() {
@@ -131,7 +133,7 @@ install_elasticsearch() {
 total=$SECONDS
 step "python venv ($venv)" install_python
 if [[ "$what" == all ]]; then
-  step "prometheus + alertmanager (Debian)" install_prometheus
+  step "prometheus, alertmanager, elasticsearch exporter (Debian)" install_prometheus
   step "jaeger $JAEGER_RELEASE (go build)" install_jaeger
   step "elasticsearch $ELASTICSEARCH_VERSION (Maven Central)" install_elasticsearch
 fi

@@ -46,6 +46,7 @@ class Ports:
     jaeger_metrics: int = 8888
     elasticsearch: int = 9200
     elasticsearch_transport: int = 9300
+    elasticsearch_exporter: int = 9114
     smtp: int = 1025
     fluent_bit: int = 2020
 
@@ -217,6 +218,21 @@ class LocalStack:
                 stop_seconds=30,
                 priority=100,
             ),
+            # Debian's prometheus-elasticsearch-exporter: Elasticsearch's health, indices
+            # and JVM as Prometheus metrics ("Stack health" dashboard). It reads the
+            # credentials from ES_USERNAME / ES_PASSWORD, never from its command line.
+            Program(
+                "elasticsearch-exporter",
+                [
+                    "prometheus-elasticsearch-exporter",
+                    f"--es.uri={self.url('elasticsearch')}",
+                    "--es.indices",
+                    f"--web.listen-address=127.0.0.1:{p.elasticsearch_exporter}",
+                ],
+                {"ES_USERNAME": ES_USER, "ES_PASSWORD": ""},  # password filled in at render
+                ready=self._es_exporter_ready,
+                priority=150,
+            ),
             Program(
                 "jaeger",
                 [str(jaeger_binary()), "--config", str(REPO / "jaeger" / "config.yaml")],
@@ -228,6 +244,9 @@ class LocalStack:
                     "JAEGER_OTLP_GRPC_PORT": str(p.jaeger_otlp_grpc),
                     "JAEGER_HEALTH_PORT": str(p.jaeger_health),
                     "JAEGER_METRICS_PORT": str(p.jaeger_metrics),
+                    # The UI config (link patterns to Kibana); the query extension
+                    # reads and validates it at start even without UI assets.
+                    "JAEGER_UI_CONFIG": str(REPO / "jaeger" / "ui-config.json"),
                 },
                 ready=http_ok(f"{self.url('jaeger_health')}/status"),
                 priority=100,
@@ -295,6 +314,11 @@ class LocalStack:
             f"{self.url('elasticsearch')}/_cluster/health", auth=self.es_auth(), timeout=2.0
         )
         return response.status_code == 200 and response.json()["status"] in ("green", "yellow")
+
+    def _es_exporter_ready(self) -> bool:
+        # The exporter queries Elasticsearch at each scrape: ready once that works.
+        metrics = httpx.get(f"{self.url('elasticsearch_exporter')}/metrics", timeout=5.0).text
+        return "elasticsearch_cluster_health_up 1" in metrics
 
     def _log_shipper(self) -> Program:
         env = {
@@ -366,15 +390,21 @@ class LocalStack:
                 job("prometheus", p.prometheus),
                 job("alertmanager", p.alertmanager),
                 job("jaeger", p.jaeger_metrics),
+                job("elasticsearch", p.elasticsearch_exporter),
             ],
         }
 
     def alertmanager_config(self) -> dict:
-        """The repository's routing, with the local mail catcher as SMTP server."""
-        config = yaml.safe_load(
-            (REPO / "prometheus" / "alertmanager" / "alertmanager.yml").read_text()
-        )
+        """The repository's routing, with the local mail catcher as SMTP server.
+
+        Its template paths are relative to alertmanager.yml's directory, but this copy
+        lives in the run dir: they are made absolute, still naming the repository's
+        files.
+        """
+        directory = REPO / "prometheus" / "alertmanager"
+        config = yaml.safe_load((directory / "alertmanager.yml").read_text())
         config["global"]["smtp_smarthost"] = f"127.0.0.1:{self.ports.smtp}"
+        config["templates"] = [str(directory / t) for t in config.get("templates", [])]
         return config
 
     def write_configs(self) -> None:

@@ -23,6 +23,7 @@ from stack.versions import elasticsearch_home, jaeger_binary
 REQUIREMENTS = {
     "Prometheus": lambda: shutil.which("prometheus"),
     "Alertmanager": lambda: shutil.which("prometheus-alertmanager"),
+    "Elasticsearch exporter": lambda: shutil.which("prometheus-elasticsearch-exporter"),
     "Jaeger": lambda: jaeger_binary().exists(),
     "Elasticsearch": lambda: (elasticsearch_home() / "bin" / "elasticsearch").exists(),
     "Java (for Elasticsearch)": lambda: shutil.which("java"),
