@@ -62,6 +62,8 @@ class Message:
     to: str
     subject: str
     body: str
+    # The HTML alternative, when the message has one (alert mails do).
+    html: str = ""
 
 
 def read_messages(maildir: Path) -> list[Message]:
@@ -69,6 +71,7 @@ def read_messages(maildir: Path) -> list[Message]:
     for path in sorted(Path(maildir).glob("*.eml")):
         parsed = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
         part = parsed.get_body(preferencelist=("plain", "html"))
+        html = parsed.get_body(preferencelist=("html",))
         messages.append(
             Message(
                 number=int(path.stem),
@@ -77,6 +80,7 @@ def read_messages(maildir: Path) -> list[Message]:
                 to=str(parsed["To"] or ""),
                 subject=" ".join(str(parsed["Subject"] or "").split()),
                 body=part.get_content() if part is not None else "",
+                html=html.get_content() if html is not None else "",
             )
         )
     return messages

@@ -23,19 +23,21 @@ RUNBOOKS_DIR = REPO / "docs" / "runbooks"
 def render() -> dict[Path, str]:
     """Every generated file and its content."""
     files = {
-        DASHBOARDS_DIR / name: json.dumps(body, indent=2, sort_keys=True, ensure_ascii=False)
-        + "\n"
+        DASHBOARDS_DIR / name: json.dumps(body, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
         for name, body in grafana.dashboards(RUNBOOKS_DIR).items()
     }
     files[SAVED_OBJECTS] = kibana.ndjson(kibana.saved_objects())
     return files
 
 
+def _name(path: Path) -> str:
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
 def stale_files(files: dict[Path, str]) -> list[str]:
     """Files that differ from `files`, and generated files left over in the folder."""
-    stale = [str(p.relative_to(REPO)) for p, text in files.items()
-             if not p.exists() or p.read_text() != text]
-    stale += [str(p.relative_to(REPO)) for p in DASHBOARDS_DIR.glob("*.json") if p not in files]
+    stale = [_name(p) for p, text in files.items() if not p.exists() or p.read_text() != text]
+    stale += [_name(p) for p in DASHBOARDS_DIR.glob("*.json") if p not in files]
     return sorted(stale)
 
 

@@ -164,8 +164,16 @@ def services_overview() -> dict:
     layout = Layout()
     svc = 'job="$service"'
     sel = 'job="$service", endpoint=~"$endpoint"'
-    to_jaeger = {"title": "Traces of ${service} in Jaeger", "url": JAEGER_SEARCH, "targetBlank": True}
-    to_kibana = {"title": "Logs of ${service} in Kibana", "url": KIBANA_DISCOVER, "targetBlank": True}
+    to_jaeger = {
+        "title": "Traces of ${service} in Jaeger",
+        "url": JAEGER_SEARCH,
+        "targetBlank": True,
+    }
+    to_kibana = {
+        "title": "Logs of ${service} in Kibana",
+        "url": KIBANA_DISCOVER,
+        "targetBlank": True,
+    }
     panels = [
         panel(
             layout,
@@ -176,26 +184,44 @@ def services_overview() -> dict:
             h=6,
             description="Seconds since the process started (flask_uptime_seconds); "
             "it drops to 0 at each restart.",
-            defaults={"unit": "dtdurations", "color": {"mode": "thresholds"},
-                      "thresholds": thresholds((None, "red"), (300, "green"))},
-            options={"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-                     "colorMode": "value", "graphMode": "none"},
+            defaults={
+                "unit": "dtdurations",
+                "color": {"mode": "thresholds"},
+                "thresholds": thresholds((None, "red"), (300, "green")),
+            },
+            options={
+                "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+                "colorMode": "value",
+                "graphMode": "none",
+            },
         ),
         panel(
             layout,
             "stat",
             "Restarts",
-            [prom(f"sum(changes(process_start_time_seconds{{{svc}}}[$__range]))", "restarts",
-                  instant=True)],
+            [
+                prom(
+                    f"sum(changes(process_start_time_seconds{{{svc}}}[$__range]))",
+                    "restarts",
+                    instant=True,
+                )
+            ],
             w=5,
             h=6,
             description="Process restarts in the selected time range (changes of "
             "process_start_time_seconds): supervisord locally, the kubelet in Kubernetes. "
             "More than 2 in 5 minutes fires the crash-loop alert.",
-            defaults={"unit": "short", "decimals": 0, "color": {"mode": "thresholds"},
-                      "thresholds": thresholds((None, "green"), (1, "orange"), (3, "red"))},
-            options={"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-                     "colorMode": "background", "graphMode": "none"},
+            defaults={
+                "unit": "short",
+                "decimals": 0,
+                "color": {"mode": "thresholds"},
+                "thresholds": thresholds((None, "green"), (1, "orange"), (3, "red")),
+            },
+            options={
+                "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+                "colorMode": "background",
+                "graphMode": "none",
+            },
             links=[to_kibana],
         ),
         panel(
@@ -207,8 +233,10 @@ def services_overview() -> dict:
             h=6,
             description="Requests in flight (active_users), sampled at each scrape.",
             defaults={"unit": "short", "decimals": 0},
-            options={"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-                     "graphMode": "area"},
+            options={
+                "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+                "graphMode": "area",
+            },
         ),
         panel(
             layout,
@@ -217,39 +245,52 @@ def services_overview() -> dict:
             [
                 # `or vector(0)`: no 5xx series at all is 0%, not "no data".
                 prom(
-                    f"(sum(job_endpoint_status:flask_requests:rate5m{{{sel}, status=~\"5..\"}})"
+                    f'(sum(job_endpoint_status:flask_requests:rate5m{{{sel}, status=~"5.."}})'
                     " or vector(0))"
                     f" / sum(job_endpoint_status:flask_requests:rate5m{{{sel}}})",
                     "5xx, last 5 min",
                     instant=True,
                 ),
-                prom(f"max(flask_error_rate{{{svc}}}) / 100", "all errors since start",
-                     instant=True),
+                prom(
+                    f"max(flask_error_rate{{{svc}}}) / 100", "all errors since start", instant=True
+                ),
             ],
             w=9,
             h=6,
             description="Left: share of requests answered with a 5xx over 5 minutes, what "
             "HighErrorRate alerts on (25%). Right: the course's flask_error_rate, every "
             "error (4xx included) since the process started.",
-            defaults={"unit": "percentunit", "min": 0, "max": 1, "decimals": 1,
-                      "color": {"mode": "thresholds"},
-                      "thresholds": thresholds((None, "green"), (0.05, "orange"),
-                                               (0.25, "red"))},
-            options={"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-                     "showThresholdMarkers": True},
+            defaults={
+                "unit": "percentunit",
+                "min": 0,
+                "max": 1,
+                "decimals": 1,
+                "color": {"mode": "thresholds"},
+                "thresholds": thresholds((None, "green"), (0.05, "orange"), (0.25, "red")),
+            },
+            options={
+                "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+                "showThresholdMarkers": True,
+            },
         ),
         panel(
             layout,
             "timeseries",
             "Request rate by endpoint",
-            [prom(f"sum by (endpoint) (job_endpoint_status:flask_requests:rate5m{{{sel}}})",
-                  "{{endpoint}}")],
+            [
+                prom(
+                    f"sum by (endpoint) (job_endpoint_status:flask_requests:rate5m{{{sel}}})",
+                    "{{endpoint}}",
+                )
+            ],
             w=12,
             h=9,
             description="Requests per second over 5 minutes, by route template "
             "(recording rule job_endpoint_status:flask_requests:rate5m).",
-            defaults={"unit": "reqps", "custom": {"stacking": {"mode": "normal"},
-                                                   "fillOpacity": 20}},
+            defaults={
+                "unit": "reqps",
+                "custom": {"stacking": {"mode": "normal"}, "fillOpacity": 20},
+            },
             links=[to_jaeger],
         ),
         panel(
@@ -277,16 +318,29 @@ def services_overview() -> dict:
             layout,
             "barchart",
             "Errors by type (selected range)",
-            [prom(f"sum by (error_type) (increase(flask_errors_total{{{svc}}}[$__range]))",
-                  "{{error_type}}", instant=True, format="table")],
+            [
+                prom(
+                    f"sum by (error_type) (increase(flask_errors_total{{{svc}}}[$__range]))",
+                    "{{error_type}}",
+                    instant=True,
+                    format="table",
+                )
+            ],
             w=12,
             h=9,
             description="The course's sum by (error_type) (flask_errors_total), over the "
             "selected time range.",
             defaults={"unit": "short", "decimals": 0},
-            options={"xField": "error_type", "orientation": "horizontal",
-                     "legend": {"showLegend": False, "displayMode": "list",
-                                "placement": "bottom", "calcs": []}},
+            options={
+                "xField": "error_type",
+                "orientation": "horizontal",
+                "legend": {
+                    "showLegend": False,
+                    "displayMode": "list",
+                    "placement": "bottom",
+                    "calcs": [],
+                },
+            },
             links=[to_kibana],
         ),
         panel(
@@ -299,11 +353,23 @@ def services_overview() -> dict:
                     "query": 'service.name:"$service" AND error.type:*',
                     "metrics": [{"id": "1", "type": "count"}],
                     "bucketAggs": [
-                        {"id": "2", "type": "terms", "field": "error.type",
-                         "settings": {"size": "10", "order": "desc", "orderBy": "_count",
-                                      "min_doc_count": "1"}},
-                        {"id": "3", "type": "date_histogram", "field": "@timestamp",
-                         "settings": {"interval": "auto", "min_doc_count": "0"}},
+                        {
+                            "id": "2",
+                            "type": "terms",
+                            "field": "error.type",
+                            "settings": {
+                                "size": "10",
+                                "order": "desc",
+                                "orderBy": "_count",
+                                "min_doc_count": "1",
+                            },
+                        },
+                        {
+                            "id": "3",
+                            "type": "date_histogram",
+                            "field": "@timestamp",
+                            "settings": {"interval": "auto", "min_doc_count": "0"},
+                        },
                     ],
                     "timeField": "@timestamp",
                 }
@@ -312,8 +378,10 @@ def services_overview() -> dict:
             h=9,
             description="Log lines that carry an error.type, counted over time from the "
             "logs in Elasticsearch.",
-            defaults={"unit": "short", "custom": {"drawStyle": "bars", "fillOpacity": 60,
-                                                   "stacking": {"mode": "normal"}}},
+            defaults={
+                "unit": "short",
+                "custom": {"drawStyle": "bars", "fillOpacity": 60, "stacking": {"mode": "normal"}},
+            },
             links=[to_kibana],
         ),
         panel(
@@ -333,10 +401,16 @@ def services_overview() -> dict:
             h=12,
             description="The service's error lines from Elasticsearch, newest first. The "
             "datasource turns trace.id into a link to the trace in Jaeger.",
-            options={"showTime": True, "wrapLogMessage": True, "sortOrder": "Descending",
-                     "enableLogDetails": True, "dedupStrategy": "none",
-                     "prettifyLogMessage": False, "showLabels": False,
-                     "showCommonLabels": False},
+            options={
+                "showTime": True,
+                "wrapLogMessage": True,
+                "sortOrder": "Descending",
+                "enableLogDetails": True,
+                "dedupStrategy": "none",
+                "prettifyLogMessage": False,
+                "showLabels": False,
+                "showCommonLabels": False,
+            },
             links=[to_kibana],
         ),
     ]
@@ -347,24 +421,55 @@ def services_overview() -> dict:
         panels,
         templating={
             "list": [
-                query_variable("service", "Service", "label_values(flask_requests_total, job)",
-                               multi=False, include_all=False),
-                query_variable("endpoint", "Endpoint",
-                               'label_values(flask_requests_total{job="$service"}, endpoint)',
-                               multi=True, include_all=True),
+                query_variable(
+                    "service",
+                    "Service",
+                    "label_values(flask_requests_total, job)",
+                    multi=False,
+                    include_all=False,
+                ),
+                query_variable(
+                    "endpoint",
+                    "Endpoint",
+                    'label_values(flask_requests_total{job="$service"}, endpoint)',
+                    multi=True,
+                    include_all=True,
+                ),
                 constant("jaeger_url", JAEGER_URL),
                 constant("kibana_url", KIBANA_URL),
             ]
         },
         links=[
-            {"title": "Traces in Jaeger", "type": "link", "icon": "external link",
-             "url": JAEGER_SEARCH, "targetBlank": True, "tooltip": "Same service and time range"},
-            {"title": "Logs in Kibana", "type": "link", "icon": "external link",
-             "url": KIBANA_DISCOVER, "targetBlank": True, "tooltip": "Same service and time range"},
-            {"title": "Stack health", "type": "link", "icon": "dashboard",
-             "url": f"/d/{STACK_DASHBOARD_UID}", "keepTime": True},
-            {"title": "Runbooks", "type": "dashboards", "tags": ["runbook"], "asDropdown": True,
-             "icon": "doc"},
+            {
+                "title": "Traces in Jaeger",
+                "type": "link",
+                "icon": "external link",
+                "url": JAEGER_SEARCH,
+                "targetBlank": True,
+                "tooltip": "Same service and time range",
+            },
+            {
+                "title": "Logs in Kibana",
+                "type": "link",
+                "icon": "external link",
+                "url": KIBANA_DISCOVER,
+                "targetBlank": True,
+                "tooltip": "Same service and time range",
+            },
+            {
+                "title": "Stack health",
+                "type": "link",
+                "icon": "dashboard",
+                "url": f"/d/{STACK_DASHBOARD_UID}",
+                "keepTime": True,
+            },
+            {
+                "title": "Runbooks",
+                "type": "dashboards",
+                "tags": ["runbook"],
+                "asDropdown": True,
+                "icon": "doc",
+            },
         ],
     )
 
@@ -379,17 +484,23 @@ def stack_health() -> dict:
             layout,
             "table",
             "Scrape targets",
-            [prom(f"up{{{job}}}", instant=True, format="table"),
-             prom(f"scrape_duration_seconds{{{job}}}", instant=True, format="table")],
+            [
+                prom(f"up{{{job}}}", instant=True, format="table"),
+                prom(f"scrape_duration_seconds{{{job}}}", instant=True, format="table"),
+            ],
             w=14,
             h=9,
             description="Every target Prometheus scrapes: up (1 = scraped, 0 = down, "
             "TargetDown fires after 1 minute) and how long its last scrape took.",
             transformations=[
                 {"id": "merge", "options": {}},
-                {"id": "organize", "options": {
-                    "excludeByName": {"Time": True, "__name__": True},
-                    "renameByName": {"Value #A": "up", "Value #B": "scrape seconds"}}},
+                {
+                    "id": "organize",
+                    "options": {
+                        "excludeByName": {"Time": True, "__name__": True},
+                        "renameByName": {"Value #A": "up", "Value #B": "scrape seconds"},
+                    },
+                },
             ],
             defaults={"custom": {"align": "auto"}},
         ),
@@ -400,95 +511,218 @@ def stack_health() -> dict:
             [prom(f"count(up{{{job}}} == 0) or vector(0)", "down", instant=True)],
             w=4,
             h=9,
-            defaults={"unit": "short", "decimals": 0, "color": {"mode": "thresholds"},
-                      "thresholds": thresholds((None, "green"), (1, "red"))},
-            options={"colorMode": "background", "graphMode": "none",
-                     "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}},
+            defaults={
+                "unit": "short",
+                "decimals": 0,
+                "color": {"mode": "thresholds"},
+                "thresholds": thresholds((None, "green"), (1, "red")),
+            },
+            options={
+                "colorMode": "background",
+                "graphMode": "none",
+                "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+            },
         ),
         panel(
             layout,
             "stat",
             "Firing alerts",
-            [prom('count(ALERTS{alertstate="firing", alertname!="Watchdog"}) or vector(0)',
-                  "firing", instant=True)],
+            [
+                prom(
+                    'count(ALERTS{alertstate="firing", alertname!="Watchdog"}) or vector(0)',
+                    "firing",
+                    instant=True,
+                )
+            ],
             w=6,
             h=9,
             description="Alerts Prometheus is firing, Watchdog (always firing) excepted.",
-            defaults={"unit": "short", "decimals": 0, "color": {"mode": "thresholds"},
-                      "thresholds": thresholds((None, "green"), (1, "red"))},
-            options={"colorMode": "background", "graphMode": "none",
-                     "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}},
+            defaults={
+                "unit": "short",
+                "decimals": 0,
+                "color": {"mode": "thresholds"},
+                "thresholds": thresholds((None, "green"), (1, "red")),
+            },
+            options={
+                "colorMode": "background",
+                "graphMode": "none",
+                "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+            },
         ),
         # Prometheus
-        panel(layout, "timeseries", "Prometheus: samples ingested per second",
-              [prom(f"rate(prometheus_tsdb_head_samples_appended_total{rate})", "{{instance}}")],
-              w=8, h=8, defaults={"unit": "ops", **ts}),
-        panel(layout, "timeseries", "Prometheus: series in the head block",
-              [prom("prometheus_tsdb_head_series", "{{instance}}")],
-              w=8, h=8, defaults={"unit": "short", **ts}),
-        panel(layout, "timeseries", "Prometheus: rule evaluation failures and alerts dropped",
-              [prom(f"sum(rate(prometheus_rule_evaluation_failures_total{rate}))",
-                    "rule evaluation failures/s"),
-               prom(f"sum(rate(prometheus_notifications_dropped_total{rate}))",
-                    "alerts dropped/s")],
-              w=8, h=8, defaults={"unit": "ops", **ts}),
+        panel(
+            layout,
+            "timeseries",
+            "Prometheus: samples ingested per second",
+            [prom(f"rate(prometheus_tsdb_head_samples_appended_total{rate})", "{{instance}}")],
+            w=8,
+            h=8,
+            defaults={"unit": "ops", **ts},
+        ),
+        panel(
+            layout,
+            "timeseries",
+            "Prometheus: series in the head block",
+            [prom("prometheus_tsdb_head_series", "{{instance}}")],
+            w=8,
+            h=8,
+            defaults={"unit": "short", **ts},
+        ),
+        panel(
+            layout,
+            "timeseries",
+            "Prometheus: rule evaluation failures and alerts dropped",
+            [
+                prom(
+                    f"sum(rate(prometheus_rule_evaluation_failures_total{rate}))",
+                    "rule evaluation failures/s",
+                ),
+                prom(
+                    f"sum(rate(prometheus_notifications_dropped_total{rate}))", "alerts dropped/s"
+                ),
+            ],
+            w=8,
+            h=8,
+            defaults={"unit": "ops", **ts},
+        ),
         # Alertmanager
-        panel(layout, "timeseries", "Alertmanager: alerts by state",
-              [prom("sum by (state) (alertmanager_alerts)", "{{state}}")],
-              w=8, h=8, defaults={"unit": "short", **ts}),
-        panel(layout, "timeseries", "Alertmanager: notifications sent and failed",
-              [prom(f"sum by (integration) (rate(alertmanager_notifications_total{rate}))",
-                    "{{integration}} sent/s"),
-               prom(f"sum by (integration) (rate(alertmanager_notifications_failed_total{rate}))",
-                    "{{integration}} failed/s")],
-              w=8, h=8, defaults={"unit": "ops", **ts}),
+        panel(
+            layout,
+            "timeseries",
+            "Alertmanager: alerts by state",
+            [prom("sum by (state) (alertmanager_alerts)", "{{state}}")],
+            w=8,
+            h=8,
+            defaults={"unit": "short", **ts},
+        ),
+        panel(
+            layout,
+            "timeseries",
+            "Alertmanager: notifications sent and failed",
+            [
+                prom(
+                    f"sum by (integration) (rate(alertmanager_notifications_total{rate}))",
+                    "{{integration}} sent/s",
+                ),
+                prom(
+                    f"sum by (integration) (rate(alertmanager_notifications_failed_total{rate}))",
+                    "{{integration}} failed/s",
+                ),
+            ],
+            w=8,
+            h=8,
+            defaults={"unit": "ops", **ts},
+        ),
         # Jaeger (an OpenTelemetry Collector: otelcol_* metrics)
-        panel(layout, "timeseries", "Jaeger: spans received, refused, stored",
-              [prom(f"sum(rate(otelcol_receiver_accepted_spans_total{rate}))", "accepted/s"),
-               prom(f"sum(rate(otelcol_receiver_refused_spans_total{rate}))", "refused/s"),
-               prom(f"sum(rate(otelcol_exporter_sent_spans_total{rate}))", "stored/s"),
-               prom(f"sum(rate(otelcol_exporter_send_failed_spans_total{rate}))",
-                    "store failed/s")],
-              w=8, h=8, defaults={"unit": "ops", **ts}),
+        panel(
+            layout,
+            "timeseries",
+            "Jaeger: spans received, refused, stored",
+            [
+                prom(f"sum(rate(otelcol_receiver_accepted_spans_total{rate}))", "accepted/s"),
+                prom(f"sum(rate(otelcol_receiver_refused_spans_total{rate}))", "refused/s"),
+                prom(f"sum(rate(otelcol_exporter_sent_spans_total{rate}))", "stored/s"),
+                prom(
+                    f"sum(rate(otelcol_exporter_send_failed_spans_total{rate}))", "store failed/s"
+                ),
+            ],
+            w=8,
+            h=8,
+            defaults={"unit": "ops", **ts},
+        ),
         # Elasticsearch (prometheus-elasticsearch-exporter)
-        panel(layout, "stat", "Elasticsearch: cluster health",
-              [prom('max(elasticsearch_cluster_health_status{color="green"}) * 2'
+        panel(
+            layout,
+            "stat",
+            "Elasticsearch: cluster health",
+            [
+                prom(
+                    'max(elasticsearch_cluster_health_status{color="green"}) * 2'
                     ' + max(elasticsearch_cluster_health_status{color="yellow"})',
-                    "health", instant=True)],
-              w=4, h=8,
-              description="green: all shards allocated; yellow: replicas missing (normal "
-              "on one node); red: primary shards missing, logs are being lost.",
-              defaults={"mappings": [{"type": "value", "options": {
-                  "0": {"text": "red", "color": "red"},
-                  "1": {"text": "yellow", "color": "yellow"},
-                  "2": {"text": "green", "color": "green"}}}],
-                  "unit": "none"},
-              options={"colorMode": "background", "graphMode": "none",
-                       "reduceOptions": {"calcs": ["lastNotNull"], "fields": "",
-                                         "values": False}}),
-        panel(layout, "timeseries", "Elasticsearch: log documents by index",
-              [prom('sum by (index) (elasticsearch_indices_docs_primary{index=~"obs-logs-.*"})',
-                    "{{index}}")],
-              w=10, h=8, defaults={"unit": "short", **ts}),
-        panel(layout, "timeseries", "Elasticsearch: JVM heap used",
-              [prom('elasticsearch_jvm_memory_used_bytes{area="heap"}', "used {{name}}"),
-               prom('elasticsearch_jvm_memory_max_bytes{area="heap"}', "max {{name}}")],
-              w=10, h=8, defaults={"unit": "bytes", **ts}),
+                    "health",
+                    instant=True,
+                )
+            ],
+            w=4,
+            h=8,
+            description="green: all shards allocated; yellow: replicas missing (normal "
+            "on one node); red: primary shards missing, logs are being lost.",
+            defaults={
+                "mappings": [
+                    {
+                        "type": "value",
+                        "options": {
+                            "0": {"text": "red", "color": "red"},
+                            "1": {"text": "yellow", "color": "yellow"},
+                            "2": {"text": "green", "color": "green"},
+                        },
+                    }
+                ],
+                "unit": "none",
+            },
+            options={
+                "colorMode": "background",
+                "graphMode": "none",
+                "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+            },
+        ),
+        panel(
+            layout,
+            "timeseries",
+            "Elasticsearch: log documents by index",
+            [
+                prom(
+                    'sum by (index) (elasticsearch_indices_docs_primary{index=~"obs-logs-.*"})',
+                    "{{index}}",
+                )
+            ],
+            w=10,
+            h=8,
+            defaults={"unit": "short", **ts},
+        ),
+        panel(
+            layout,
+            "timeseries",
+            "Elasticsearch: JVM heap used",
+            [
+                prom('elasticsearch_jvm_memory_used_bytes{area="heap"}', "used {{name}}"),
+                prom('elasticsearch_jvm_memory_max_bytes{area="heap"}', "max {{name}}"),
+            ],
+            w=10,
+            h=8,
+            defaults={"unit": "bytes", **ts},
+        ),
         # Fluent Bit (its /api/v1/metrics/prometheus endpoint)
-        panel(layout, "timeseries", "Fluent Bit: records read and shipped",
-              [prom(f"sum(rate(fluentbit_input_records_total{rate}))", "read/s"),
-               prom(f"sum(rate(fluentbit_output_proc_records_total{rate}))", "shipped/s")],
-              w=12, h=8, defaults={"unit": "ops", **ts},
-              description="Records read by Fluent Bit's inputs and delivered by its outputs. "
-              "Empty in the local stack, which ships logs with a stand-in forwarder.",
-              links=[{"title": "All logs in Kibana", "url": KIBANA_ALL_LOGS,
-                      "targetBlank": True}]),
-        panel(layout, "timeseries", "Fluent Bit: output errors and given-up retries",
-              [prom(f"sum(rate(fluentbit_output_errors_total{rate}))", "errors/s"),
-               prom(f"sum(rate(fluentbit_output_retries_failed_total{rate}))",
-                    "retries given up/s")],
-              w=12, h=8, defaults={"unit": "ops", **ts},
-              description="Retries given up are records lost on the way to Elasticsearch."),
+        panel(
+            layout,
+            "timeseries",
+            "Fluent Bit: records read and shipped",
+            [
+                prom(f"sum(rate(fluentbit_input_records_total{rate}))", "read/s"),
+                prom(f"sum(rate(fluentbit_output_proc_records_total{rate}))", "shipped/s"),
+            ],
+            w=12,
+            h=8,
+            defaults={"unit": "ops", **ts},
+            description="Records read by Fluent Bit's inputs and delivered by its outputs. "
+            "Empty in the local stack, which ships logs with a stand-in forwarder.",
+            links=[{"title": "All logs in Kibana", "url": KIBANA_ALL_LOGS, "targetBlank": True}],
+        ),
+        panel(
+            layout,
+            "timeseries",
+            "Fluent Bit: output errors and given-up retries",
+            [
+                prom(f"sum(rate(fluentbit_output_errors_total{rate}))", "errors/s"),
+                prom(
+                    f"sum(rate(fluentbit_output_retries_failed_total{rate}))", "retries given up/s"
+                ),
+            ],
+            w=12,
+            h=8,
+            defaults={"unit": "ops", **ts},
+            description="Retries given up are records lost on the way to Elasticsearch.",
+        ),
     ]
     return dashboard(
         STACK_DASHBOARD_UID,
@@ -497,16 +731,25 @@ def stack_health() -> dict:
         panels,
         templating={
             "list": [
-                query_variable("job", "Job", "label_values(up, job)", multi=True,
-                               include_all=True),
+                query_variable("job", "Job", "label_values(up, job)", multi=True, include_all=True),
                 constant("kibana_url", KIBANA_URL),
             ]
         },
         links=[
-            {"title": "Services overview", "type": "link", "icon": "dashboard",
-             "url": f"/d/{SERVICES_DASHBOARD_UID}", "keepTime": True},
-            {"title": "Runbooks", "type": "dashboards", "tags": ["runbook"], "asDropdown": True,
-             "icon": "doc"},
+            {
+                "title": "Services overview",
+                "type": "link",
+                "icon": "dashboard",
+                "url": f"/d/{SERVICES_DASHBOARD_UID}",
+                "keepTime": True,
+            },
+            {
+                "title": "Runbooks",
+                "type": "dashboards",
+                "tags": ["runbook"],
+                "asDropdown": True,
+                "icon": "doc",
+            },
         ],
     )
 
@@ -516,10 +759,19 @@ def runbook(path: Path) -> dict:
     text = path.read_text()
     title = text.splitlines()[0].lstrip("# ").strip()
     layout = Layout()
-    body = panel(layout, "text", title, [], w=24, h=30,
-                 options={"mode": "markdown", "content": text,
-                          "code": {"language": "plaintext", "showLineNumbers": False,
-                                   "showMiniMap": False}})
+    body = panel(
+        layout,
+        "text",
+        title,
+        [],
+        w=24,
+        h=30,
+        options={
+            "mode": "markdown",
+            "content": text,
+            "code": {"language": "plaintext", "showLineNumbers": False, "showMiniMap": False},
+        },
+    )
     del body["datasource"], body["targets"]
     return dashboard(
         f"{RUNBOOK_UID_PREFIX}{path.stem}",
@@ -529,12 +781,27 @@ def runbook(path: Path) -> dict:
         tags=[TAG, "runbook"],
         refresh="",
         links=[
-            {"title": "Services overview", "type": "link", "icon": "dashboard",
-             "url": f"/d/{SERVICES_DASHBOARD_UID}", "keepTime": True},
-            {"title": "Stack health", "type": "link", "icon": "dashboard",
-             "url": f"/d/{STACK_DASHBOARD_UID}", "keepTime": True},
-            {"title": "Runbooks", "type": "dashboards", "tags": ["runbook"], "asDropdown": True,
-             "icon": "doc"},
+            {
+                "title": "Services overview",
+                "type": "link",
+                "icon": "dashboard",
+                "url": f"/d/{SERVICES_DASHBOARD_UID}",
+                "keepTime": True,
+            },
+            {
+                "title": "Stack health",
+                "type": "link",
+                "icon": "dashboard",
+                "url": f"/d/{STACK_DASHBOARD_UID}",
+                "keepTime": True,
+            },
+            {
+                "title": "Runbooks",
+                "type": "dashboards",
+                "tags": ["runbook"],
+                "asDropdown": True,
+                "icon": "doc",
+            },
         ],
     )
 

@@ -50,8 +50,11 @@ def data_view() -> dict:
         # ECS event.duration is in nanoseconds.
         "event.duration": {
             "id": "duration",
-            "params": {"inputFormat": "nanoseconds", "outputFormat": "humanizePrecise",
-                       "outputPrecision": 1},
+            "params": {
+                "inputFormat": "nanoseconds",
+                "outputFormat": "humanizePrecise",
+                "outputPrecision": 1,
+            },
         },
     }
     return {
@@ -91,42 +94,70 @@ def saved_search(
     }
 
 
-ACCESS_COLUMNS = ["service.name", "log.level", "http.route", "http.response.status_code",
-                  "message", "trace.id"]
+ACCESS_COLUMNS = [
+    "service.name",
+    "log.level",
+    "http.route",
+    "http.response.status_code",
+    "message",
+    "trace.id",
+]
 ERROR_COLUMNS = ["service.name", "error.type", "message", "http.route", "trace.id"]
 ERROR_QUERY = "log.level:(error or critical)"
 
 
 def searches() -> list[dict]:
     objects = [
-        saved_search(ALL_LOGS_SEARCH_ID, "All logs", "Every log line of both services.", "",
-                     ACCESS_COLUMNS),
-        saved_search("obs-logs-errors", "Errors",
-                     "Error and critical lines of both services; trace.id opens the trace.",
-                     ERROR_QUERY, ERROR_COLUMNS),
-        saved_search("obs-logs-slow", "Slow requests",
-                     "Requests that took 1 s or more (event.duration), slowest first.",
-                     f"event.duration >= {SLOW_NS}",
-                     ["service.name", "http.route", "event.duration",
-                      "http.response.status_code", "trace.id"],
-                     sort=[["event.duration", "desc"]]),
+        saved_search(
+            ALL_LOGS_SEARCH_ID, "All logs", "Every log line of both services.", "", ACCESS_COLUMNS
+        ),
+        saved_search(
+            "obs-logs-errors",
+            "Errors",
+            "Error and critical lines of both services; trace.id opens the trace.",
+            ERROR_QUERY,
+            ERROR_COLUMNS,
+        ),
+        saved_search(
+            "obs-logs-slow",
+            "Slow requests",
+            "Requests that took 1 s or more (event.duration), slowest first.",
+            f"event.duration >= {SLOW_NS}",
+            [
+                "service.name",
+                "http.route",
+                "event.duration",
+                "http.response.status_code",
+                "trace.id",
+            ],
+            sort=[["event.duration", "desc"]],
+        ),
     ]
     for service in SERVICES:
         objects.append(
-            saved_search(service_search_id(service), f"{service} logs",
-                         f"Every log line of the {service}. Alert e-mails link here.",
-                         f'service.name:"{service}"', ACCESS_COLUMNS)
+            saved_search(
+                service_search_id(service),
+                f"{service} logs",
+                f"Every log line of the {service}. Alert e-mails link here.",
+                f'service.name:"{service}"',
+                ACCESS_COLUMNS,
+            )
         )
         objects.append(
-            saved_search(f"obs-logs-{service}-errors", f"{service} errors",
-                         f"Error and critical lines of the {service}.",
-                         f'service.name:"{service}" and {ERROR_QUERY}', ERROR_COLUMNS)
+            saved_search(
+                f"obs-logs-{service}-errors",
+                f"{service} errors",
+                f"Error and critical lines of the {service}.",
+                f'service.name:"{service}" and {ERROR_QUERY}',
+                ERROR_COLUMNS,
+            )
         )
     return objects
 
 
-def _visualization(object_id: str, title: str, description: str, vis_state: dict,
-                   query: str) -> dict:
+def _visualization(
+    object_id: str, title: str, description: str, vis_state: dict, query: str
+) -> dict:
     vis_state = {"title": title, **vis_state}
     return {
         "type": "visualization",
@@ -148,17 +179,40 @@ def errors_over_time() -> dict:
     params = {
         "type": "histogram",
         "grid": {"categoryLines": False},
-        "categoryAxes": [{**axis, "id": "CategoryAxis-1", "type": "category",
-                          "position": "bottom", "scale": {"type": "linear"},
-                          "labels": {"show": True, "filter": True, "truncate": 100}}],
-        "valueAxes": [{**axis, "id": "ValueAxis-1", "name": "LeftAxis-1", "type": "value",
-                       "position": "left", "scale": {"type": "linear", "mode": "normal"},
-                       "labels": {"show": True, "rotate": 0, "filter": False, "truncate": 100},
-                       "title": {"text": "Error lines"}}],
-        "seriesParams": [{"show": True, "type": "histogram", "mode": "stacked",
-                          "data": {"label": "Error lines", "id": "1"},
-                          "valueAxis": "ValueAxis-1", "drawLinesBetweenPoints": True,
-                          "lineWidth": 2, "showCircles": True}],
+        "categoryAxes": [
+            {
+                **axis,
+                "id": "CategoryAxis-1",
+                "type": "category",
+                "position": "bottom",
+                "scale": {"type": "linear"},
+                "labels": {"show": True, "filter": True, "truncate": 100},
+            }
+        ],
+        "valueAxes": [
+            {
+                **axis,
+                "id": "ValueAxis-1",
+                "name": "LeftAxis-1",
+                "type": "value",
+                "position": "left",
+                "scale": {"type": "linear", "mode": "normal"},
+                "labels": {"show": True, "rotate": 0, "filter": False, "truncate": 100},
+                "title": {"text": "Error lines"},
+            }
+        ],
+        "seriesParams": [
+            {
+                "show": True,
+                "type": "histogram",
+                "mode": "stacked",
+                "data": {"label": "Error lines", "id": "1"},
+                "valueAxis": "ValueAxis-1",
+                "drawLinesBetweenPoints": True,
+                "lineWidth": 2,
+                "showCircles": True,
+            }
+        ],
         "addTooltip": True,
         "addLegend": True,
         "legendPosition": "right",
@@ -168,40 +222,100 @@ def errors_over_time() -> dict:
     }
     aggs = [
         {"id": "1", "enabled": True, "type": "count", "schema": "metric", "params": {}},
-        {"id": "2", "enabled": True, "type": "date_histogram", "schema": "segment",
-         "params": {"field": "@timestamp", "interval": "auto", "min_doc_count": 1,
-                    "extended_bounds": {}}},
-        {"id": "3", "enabled": True, "type": "terms", "schema": "group",
-         "params": {"field": "error.type", "size": 10, "order": "desc", "orderBy": "1",
-                    "otherBucket": True, "otherBucketLabel": "Other",
-                    "missingBucket": False, "missingBucketLabel": "Missing"}},
+        {
+            "id": "2",
+            "enabled": True,
+            "type": "date_histogram",
+            "schema": "segment",
+            "params": {
+                "field": "@timestamp",
+                "interval": "auto",
+                "min_doc_count": 1,
+                "extended_bounds": {},
+            },
+        },
+        {
+            "id": "3",
+            "enabled": True,
+            "type": "terms",
+            "schema": "group",
+            "params": {
+                "field": "error.type",
+                "size": 10,
+                "order": "desc",
+                "orderBy": "1",
+                "otherBucket": True,
+                "otherBucketLabel": "Other",
+                "missingBucket": False,
+                "missingBucketLabel": "Missing",
+            },
+        },
     ]
-    return _visualization("obs-logs-errors-over-time", "Errors over time by error.type",
-                          "Log lines with an error.type, per time bucket, stacked by type.",
-                          {"type": "histogram", "params": params, "aggs": aggs},
-                          "error.type:*")
+    return _visualization(
+        "obs-logs-errors-over-time",
+        "Errors over time by error.type",
+        "Log lines with an error.type, per time bucket, stacked by type.",
+        {"type": "histogram", "params": params, "aggs": aggs},
+        "error.type:*",
+    )
 
 
 def top_routes() -> dict:
-    params = {"perPage": 10, "showPartialRows": False, "showMetricsAtAllLevels": False,
-              "showTotal": False, "totalFunc": "sum", "percentageCol": ""}
+    params = {
+        "perPage": 10,
+        "showPartialRows": False,
+        "showMetricsAtAllLevels": False,
+        "showTotal": False,
+        "totalFunc": "sum",
+        "percentageCol": "",
+    }
     aggs = [
-        {"id": "1", "enabled": True, "type": "count", "schema": "metric",
-         "params": {"customLabel": "Requests"}},
-        {"id": "2", "enabled": True, "type": "avg", "schema": "metric",
-         "params": {"field": "event.duration", "customLabel": "Average duration"}},
-        {"id": "3", "enabled": True, "type": "max", "schema": "metric",
-         "params": {"field": "event.duration", "customLabel": "Slowest"}},
-        {"id": "4", "enabled": True, "type": "terms", "schema": "bucket",
-         "params": {"field": "http.route", "size": 10, "order": "desc", "orderBy": "1",
-                    "otherBucket": False, "otherBucketLabel": "Other",
-                    "missingBucket": False, "missingBucketLabel": "Missing",
-                    "customLabel": "Route"}},
+        {
+            "id": "1",
+            "enabled": True,
+            "type": "count",
+            "schema": "metric",
+            "params": {"customLabel": "Requests"},
+        },
+        {
+            "id": "2",
+            "enabled": True,
+            "type": "avg",
+            "schema": "metric",
+            "params": {"field": "event.duration", "customLabel": "Average duration"},
+        },
+        {
+            "id": "3",
+            "enabled": True,
+            "type": "max",
+            "schema": "metric",
+            "params": {"field": "event.duration", "customLabel": "Slowest"},
+        },
+        {
+            "id": "4",
+            "enabled": True,
+            "type": "terms",
+            "schema": "bucket",
+            "params": {
+                "field": "http.route",
+                "size": 10,
+                "order": "desc",
+                "orderBy": "1",
+                "otherBucket": False,
+                "otherBucketLabel": "Other",
+                "missingBucket": False,
+                "missingBucketLabel": "Missing",
+                "customLabel": "Route",
+            },
+        },
     ]
-    return _visualization("obs-logs-top-routes", "Top routes",
-                          "The busiest routes, with their average and slowest duration.",
-                          {"type": "table", "params": params, "aggs": aggs},
-                          "http.route:*")
+    return _visualization(
+        "obs-logs-top-routes",
+        "Top routes",
+        "The busiest routes, with their average and slowest duration.",
+        {"type": "table", "params": params, "aggs": aggs},
+        "http.route:*",
+    )
 
 
 def logs_dashboard(panels: list[tuple[str, str, dict]]) -> dict:
@@ -210,13 +324,15 @@ def logs_dashboard(panels: list[tuple[str, str, dict]]) -> dict:
     references = []
     for index, (kind, object_id, grid) in enumerate(panels, start=1):
         ref = f"panel_{index}"
-        panels_json.append({
-            "type": kind,
-            "gridData": {**grid, "i": str(index)},
-            "panelIndex": str(index),
-            "embeddableConfig": {},
-            "panelRefName": ref,
-        })
+        panels_json.append(
+            {
+                "type": kind,
+                "gridData": {**grid, "i": str(index)},
+                "panelIndex": str(index),
+                "embeddableConfig": {},
+                "panelRefName": ref,
+            }
+        )
         references.append({"name": ref, "type": kind, "id": object_id})
     return {
         "type": "dashboard",
@@ -226,8 +342,9 @@ def logs_dashboard(panels: list[tuple[str, str, dict]]) -> dict:
             "description": "Errors over time by type, the busiest routes, the latest errors "
             "and the slowest requests. trace.id opens the trace in Jaeger.",
             "panelsJSON": json.dumps(panels_json, sort_keys=True),
-            "optionsJSON": json.dumps({"useMargins": True, "hidePanelTitles": False,
-                                       "syncColors": False}, sort_keys=True),
+            "optionsJSON": json.dumps(
+                {"useMargins": True, "hidePanelTitles": False, "syncColors": False}, sort_keys=True
+            ),
             "timeRestore": True,
             "timeFrom": "now-1h",
             "timeTo": "now",
@@ -235,8 +352,8 @@ def logs_dashboard(panels: list[tuple[str, str, dict]]) -> dict:
             "version": 1,
             "kibanaSavedObjectMeta": {
                 "searchSourceJSON": json.dumps(
-                    {"query": {"query": "", "language": "kuery"}, "filter": []},
-                    sort_keys=True)
+                    {"query": {"query": "", "language": "kuery"}, "filter": []}, sort_keys=True
+                )
             },
         },
         "references": references,
@@ -245,12 +362,14 @@ def logs_dashboard(panels: list[tuple[str, str, dict]]) -> dict:
 
 def saved_objects() -> list[dict]:
     over_time, routes = errors_over_time(), top_routes()
-    dashboard = logs_dashboard([
-        ("visualization", over_time["id"], {"x": 0, "y": 0, "w": 30, "h": 15}),
-        ("visualization", routes["id"], {"x": 30, "y": 0, "w": 18, "h": 15}),
-        ("search", "obs-logs-errors", {"x": 0, "y": 15, "w": 48, "h": 15}),
-        ("search", "obs-logs-slow", {"x": 0, "y": 30, "w": 48, "h": 15}),
-    ])
+    dashboard = logs_dashboard(
+        [
+            ("visualization", over_time["id"], {"x": 0, "y": 0, "w": 30, "h": 15}),
+            ("visualization", routes["id"], {"x": 30, "y": 0, "w": 18, "h": 15}),
+            ("search", "obs-logs-errors", {"x": 0, "y": 15, "w": 48, "h": 15}),
+            ("search", "obs-logs-slow", {"x": 0, "y": 30, "w": 48, "h": 15}),
+        ]
+    )
     # Referenced objects first, so that a reader meets each id before its use.
     return [data_view(), *searches(), over_time, routes, dashboard]
 

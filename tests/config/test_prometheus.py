@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -11,11 +12,15 @@ import pytest
 import yaml
 
 from stack.components import LocalStack, Ports
+from views import links
 
 REPO = Path(__file__).resolve().parents[2]
 RULE_FILES = sorted((REPO / "prometheus" / "rules").glob("*.yml"))
 RULE_TESTS = sorted((REPO / "prometheus" / "tests").glob("*.yml"))
 ALERTMANAGER = REPO / "prometheus" / "alertmanager" / "alertmanager.yml"
+DASHBOARD_UIDS = {
+    json.loads(p.read_text())["uid"] for p in (REPO / "grafana" / "dashboards").glob("*.json")
+}
 
 
 def tool(name: str) -> str:
@@ -46,25 +51,72 @@ def test_promtool_rule_unit_tests_pass(path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def alert_rules() -> list[dict]:
+    return [
+        rule
+        for path in RULE_FILES
+        for group in yaml.safe_load(path.read_text())["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    ]
+
+
 def alerts():
-    for path in RULE_FILES:
-        for group in yaml.safe_load(path.read_text())["groups"]:
-            for rule in group["rules"]:
-                if "alert" in rule:
-                    yield pytest.param(rule, id=rule["alert"])
+    for rule in alert_rules():
+        yield pytest.param(rule, id=rule["alert"])
+
+
+def dashboard_uid(url: str) -> str:
+    match = re.fullmatch(rf"{re.escape(links.GRAFANA_URL)}/d/([\w-]+)(\?.*)?", url)
+    assert match, f"{url} is not a Grafana dashboard link on {links.GRAFANA_URL}"
+    return match.group(1)
 
 
 @pytest.mark.parametrize("rule", alerts())
 def test_every_alert_is_complete_and_has_a_runbook(rule):
+    name = rule["alert"]
     assert rule["labels"]["severity"] in {"critical", "warning", "info"}
     assert re.fullmatch(r"\d+[smh]", rule["for"])
-    for key in ("summary", "description", "runbook_url"):
-        assert rule["annotations"].get(key), f"{rule['alert']} lacks {key}"
-    runbook = REPO / rule["annotations"]["runbook_url"]
-    assert runbook.is_file(), f"{rule['alert']}: runbook {runbook} does not exist"
-    assert rule["alert"] in runbook.read_text(), f"{runbook} does not mention {rule['alert']}"
-    # The e-mail subject and the grouping need a service label on every alert.
-    assert '"service"' in rule["expr"]
+    for key in ("summary", "description", "runbook_url", "dashboard_url"):
+        assert rule["annotations"].get(key), f"{name} lacks {key}"
+    # Absolute links that open from an e-mail: the runbook is docs/runbooks/<stem>.md,
+    # served by Grafana as the generated dashboard obs-runbook-<stem>.
+    runbook_uid = dashboard_uid(rule["annotations"]["runbook_url"])
+    assert runbook_uid in DASHBOARD_UIDS, f"{name}: no Grafana dashboard {runbook_uid}"
+    stem = runbook_uid.removeprefix(links.RUNBOOK_UID_PREFIX)
+    runbook = REPO / "docs" / "runbooks" / f"{stem}.md"
+    assert runbook.is_file(), f"{name}: runbook {runbook} does not exist"
+    assert name in runbook.read_text(), f"{runbook} does not mention {name}"
+    dashboard = dashboard_uid(rule["annotations"]["dashboard_url"])
+    assert dashboard in DASHBOARD_UIDS, f"{name}: no Grafana dashboard {dashboard}"
+    # The e-mail subject and the grouping need a service label on every alert that
+    # concerns one; Watchdog concerns the pipeline as a whole.
+    if name != "Watchdog":
+        assert '"service"' in rule["expr"]
+
+
+def test_every_link_in_the_rules_uses_one_grafana_address():
+    text = "\n".join(p.read_text() for p in RULE_FILES)
+    bases = set(re.findall(r"(https?://[^/\s]+)/", text))
+    assert bases == {links.GRAFANA_URL}
+
+
+def promtool_cases() -> dict[str, dict[str, int]]:
+    """Per alert, how many promtool checks expect it firing and how many silent."""
+    counts: dict[str, dict[str, int]] = {}
+    for path in RULE_TESTS:
+        for test in yaml.safe_load(path.read_text())["tests"]:
+            for check in test.get("alert_rule_test", []):
+                kind = "firing" if check["exp_alerts"] else "silent"
+                entry = counts.setdefault(check["alertname"], {"firing": 0, "silent": 0})
+                entry[kind] += 1
+    return counts
+
+
+@pytest.mark.parametrize("rule", alerts())
+def test_every_alert_has_a_firing_and_a_silent_promtool_case(rule):
+    cases = promtool_cases().get(rule["alert"], {"firing": 0, "silent": 0})
+    assert cases["firing"] >= 1 and cases["silent"] >= 1, (rule["alert"], cases)
 
 
 def test_alertmanager_routing_is_valid():
@@ -72,18 +124,38 @@ def test_alertmanager_routing_is_valid():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_alertmanager_routes_crash_loops_to_email_with_a_naming_subject():
-    labels = ["alertname=ServiceCrashLooping", "service=backend", "severity=critical"]
-    result = run(
-        tool("amtool"), "config", "routes", "test", "--config.file", str(ALERTMANAGER), *labels
+def routed_receiver(labels: dict[str, str]) -> subprocess.CompletedProcess:
+    pairs = [f"{k}={v}" for k, v in labels.items()]
+    return run(
+        tool("amtool"), "config", "routes", "test", "--config.file", str(ALERTMANAGER), *pairs
     )
-    assert result.returncode == 0 and result.stdout.strip() == "email", (
+
+
+@pytest.mark.parametrize("rule", alerts())
+def test_alertmanager_routes_every_alert(rule):
+    labels = {"alertname": rule["alert"], **rule["labels"]}
+    if rule["alert"] != "Watchdog":
+        labels["service"] = "backend"
+    expected = "watchdog" if rule["alert"] == "Watchdog" else "email"
+    result = routed_receiver(labels)
+    assert result.returncode == 0 and result.stdout.strip() == expected, (
         result.stdout + result.stderr
     )
+
+
+def test_the_watchdog_receiver_notifies_nobody_and_the_email_names_alert_and_service():
     config = yaml.safe_load(ALERTMANAGER.read_text())
-    subject = config["receivers"][0]["email_configs"][0]["headers"]["Subject"]
-    assert ".CommonLabels.alertname" in subject and ".CommonLabels.service" in subject
+    receivers = {r["name"]: r for r in config["receivers"]}
+    assert receivers["watchdog"] == {"name": "watchdog"}
+    (email,) = receivers["email"]["email_configs"]
+    assert email["send_resolved"] is True
+    assert email["headers"]["Subject"] == '{{ template "obs.subject" . }}'
+    template = (ALERTMANAGER.parent / "email.tmpl").read_text()
+    subject = template[template.index('define "obs.subject"') :].split("{{- end }}")[0]
+    for label in ("alertname", "service", "severity"):
+        assert f".CommonLabels.{label}" in subject
     assert set(config["route"]["group_by"]) == {"alertname", "service"}
+    assert config["templates"] == ["*.tmpl"]
 
 
 def test_the_local_overlays_are_valid(tmp_path):
@@ -96,11 +168,14 @@ def test_the_local_overlays_are_valid(tmp_path):
     local_prom.write_text(yaml.safe_dump(stack.prometheus_config()))
     result = run(tool("promtool"), "check", "config", str(local_prom))
     assert result.returncode == 0, result.stdout + result.stderr
-    # Only the SMTP address differs from the repository's routing file.
+    # Only the SMTP address and the template path (absolute, to the repository's
+    # template) differ from the repository's routing file.
     original = yaml.safe_load(ALERTMANAGER.read_text())
     overlay = stack.alertmanager_config()
     assert overlay["global"].pop("smtp_smarthost") == "127.0.0.1:1025"
+    assert overlay.pop("templates") == [str(ALERTMANAGER.parent / "*.tmpl")]
     original["global"].pop("smtp_smarthost")
+    original.pop("templates")
     assert overlay == original
 
 

@@ -1,0 +1,376 @@
+"""The users' views as files: Grafana provisioning and dashboards, Kibana saved objects,
+Jaeger's UI config, and the links between them and the alerts. No backend needed;
+tests/e2e/test_views.py runs the same objects against the real Prometheus and
+Elasticsearch.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.support import views as v
+from views import __main__ as generator
+from views import links
+
+REPO = Path(__file__).resolve().parents[2]
+GRAFANA = REPO / "grafana"
+DATASOURCES = yaml.safe_load((GRAFANA / "datasources.yaml").read_text())["datasources"]
+PROVIDERS = yaml.safe_load((GRAFANA / "dashboard-providers.yaml").read_text())["providers"]
+DASHBOARDS = {p.name: json.loads(p.read_text()) for p in sorted(v.DASHBOARDS_DIR.glob("*.json"))}
+OBJECTS = v.load_saved_objects()
+EMAIL_TEMPLATE = (REPO / "prometheus" / "alertmanager" / "email.tmpl").read_text()
+JAEGER_UI = json.loads((REPO / "jaeger" / "ui-config.json").read_text())
+
+# Panel types and units that Grafana ships (no plugin needed). Panel types: the core
+# panels of public/app/plugins/panel/; units: the ids of
+# packages/grafana-data/src/valueFormats/categories.ts that fit this stack (Misc,
+# Data, Time, Throughput).
+PANEL_TYPES = {
+    "timeseries",
+    "stat",
+    "gauge",
+    "bargauge",
+    "barchart",
+    "table",
+    "logs",
+    "text",
+    "state-timeline",
+    "status-history",
+    "piechart",
+    "heatmap",
+    "histogram",
+    "traces",
+    "nodeGraph",
+    "row",
+    "dashlist",
+    "alertlist",
+    "news",
+    "xychart",
+    "candlestick",
+    "canvas",
+    "flamegraph",
+    "geomap",
+    "trend",
+    "datagrid",
+    "annolist",
+}
+UNITS = {
+    "none",
+    "string",
+    "short",
+    "percent",
+    "percentunit",
+    "sci",
+    "locale",
+    "bits",
+    "bytes",
+    "kbytes",
+    "mbytes",
+    "gbytes",
+    "decbits",
+    "decbytes",
+    "pps",
+    "bps",
+    "Bps",
+    "hertz",
+    "ns",
+    "µs",
+    "ms",
+    "s",
+    "m",
+    "h",
+    "d",
+    "dtdurationms",
+    "dtdurations",
+    "dthms",
+    "dtdhms",
+    "clockms",
+    "clocks",
+    "cps",
+    "ops",
+    "reqps",
+    "rps",
+    "wps",
+    "iops",
+    "cpm",
+    "opm",
+    "rpm",
+    "wpm",
+    "dateTimeAsIso",
+    "dateTimeFromNow",
+}
+
+
+def lint(dashboard: dict, datasource_uids: set[str]) -> list[str]:
+    """Problems of one dashboard, each naming it and the panel."""
+    title = dashboard["title"]
+    problems = []
+    ids = [p["id"] for p in dashboard["panels"]]
+    for dup in sorted({i for i in ids if ids.count(i) > 1}):
+        problems.append(f'dashboard "{title}": panel id {dup} is used twice')
+    cells: dict[tuple[int, int], str] = {}
+    for panel in dashboard["panels"]:
+        where = f'dashboard "{title}", panel "{panel["title"]}"'
+        pos = panel["gridPos"]
+        if not (
+            pos["w"] >= 1
+            and pos["h"] >= 1
+            and pos["x"] >= 0
+            and pos["y"] >= 0
+            and pos["x"] + pos["w"] <= 24
+        ):
+            problems.append(f"{where}: gridPos {pos} is outside the 24-column grid")
+        for x in range(pos["x"], pos["x"] + pos["w"]):
+            for y in range(pos["y"], pos["y"] + pos["h"]):
+                if (x, y) in cells and cells[(x, y)] != panel["title"]:
+                    problems.append(f'{where}: overlaps panel "{cells[(x, y)]}"')
+                    break
+                cells[(x, y)] = panel["title"]
+            else:
+                continue
+            break
+        if panel["type"] not in PANEL_TYPES:
+            problems.append(f"{where}: panel type {panel['type']!r} is not one Grafana ships")
+        unit = panel.get("fieldConfig", {}).get("defaults", {}).get("unit")
+        if unit is not None and unit not in UNITS:
+            problems.append(f"{where}: unit {unit!r} is not one Grafana ships")
+        refs = [panel.get("datasource")] + [t.get("datasource") for t in panel.get("targets", [])]
+        for ref in filter(None, refs):
+            if ref["uid"] not in datasource_uids:
+                problems.append(f"{where}: datasource uid {ref['uid']!r} is not provisioned")
+    for variable in dashboard.get("templating", {}).get("list", []):
+        ref = variable.get("datasource")
+        if ref and ref["uid"] not in datasource_uids:
+            problems.append(
+                f'dashboard "{title}", variable ${variable["name"]}: datasource uid '
+                f"{ref['uid']!r} is not provisioned"
+            )
+    return problems
+
+
+UIDS = {d["uid"] for d in DATASOURCES}
+
+
+@pytest.mark.parametrize("name", DASHBOARDS)
+def test_dashboard_lint(name):
+    assert lint(DASHBOARDS[name], UIDS) == []
+
+
+@pytest.mark.parametrize(
+    "breakage, expected",
+    [
+        (lambda d: d["panels"][1].update(id=d["panels"][0]["id"]), "is used twice"),
+        (
+            lambda d: d["panels"][1]["gridPos"].update(x=d["panels"][0]["gridPos"]["x"]),
+            'overlaps panel "Uptime"',
+        ),
+        (lambda d: d["panels"][1]["gridPos"].update(w=30), "outside the 24-column grid"),
+        (lambda d: d["panels"][1].update(type="graphh"), "'graphh' is not one Grafana ships"),
+        (lambda d: d["panels"][1]["fieldConfig"]["defaults"].update(unit="secs"), "unit 'secs'"),
+        (
+            lambda d: d["panels"][1]["targets"][0]["datasource"].update(uid="promethues"),
+            "'promethues' is not provisioned",
+        ),
+    ],
+    ids=["duplicate id", "overlap", "grid", "panel type", "unit", "datasource uid"],
+)
+def test_dashboard_lint_catches_a_broken_dashboard(breakage, expected):
+    broken = copy.deepcopy(DASHBOARDS["services-overview.json"])
+    breakage(broken)
+    problems = lint(broken, UIDS)
+    assert problems and all('dashboard "Services overview"' in p for p in problems)
+    assert any(expected in p for p in problems), problems
+
+
+def test_regenerating_the_views_changes_nothing():
+    # The committed JSON and NDJSON are exactly what `make views` writes.
+    assert generator.stale_files(generator.render()) == []
+
+
+def test_a_hand_edit_or_a_leftover_file_is_detected(tmp_path, monkeypatch):
+    monkeypatch.setattr(generator, "DASHBOARDS_DIR", tmp_path)
+    expected = {p: text for p, text in generator.render().items() if p.parent == tmp_path}
+    for path, text in expected.items():
+        path.write_text(text)
+    assert generator.stale_files(expected) == []
+    edited = tmp_path / "services-overview.json"
+    edited.write_text(edited.read_text().replace("flask_uptime_seconds", "flask_uptime_secs"))
+    (tmp_path / "old-dashboard.json").write_text("{}")
+    stale = [Path(s).name for s in generator.stale_files(expected)]
+    assert stale == ["old-dashboard.json", "services-overview.json"]
+
+
+def test_datasources_have_fixed_uids_and_link_to_each_other():
+    by_uid = {d["uid"]: d for d in DATASOURCES}
+    assert set(by_uid) == {links.PROMETHEUS_UID, links.JAEGER_UID, links.ELASTICSEARCH_UID}
+    prometheus = by_uid[links.PROMETHEUS_UID]["jsonData"]
+    (exemplar,) = prometheus["exemplarTraceIdDestinations"]
+    # The services' exemplars carry the label trace_id (services/telemetry).
+    assert exemplar == {**exemplar, "name": "trace_id", "datasourceUid": links.JAEGER_UID}
+    es = by_uid[links.ELASTICSEARCH_UID]
+    assert es["jsonData"]["index"] == "obs-logs-*"
+    assert es["jsonData"]["timeField"] == "@timestamp"
+    (link,) = es["jsonData"]["dataLinks"]
+    assert link["field"] == "trace.id" and link["datasourceUid"] == links.JAEGER_UID
+    to_logs = by_uid[links.JAEGER_UID]["jsonData"]["tracesToLogsV2"]
+    assert to_logs["datasourceUid"] == links.ELASTICSEARCH_UID
+
+
+def test_datasources_hold_no_secret_and_escape_grafana_macros():
+    text = (GRAFANA / "datasources.yaml").read_text()
+    es = next(d for d in DATASOURCES if d["type"] == "elasticsearch")
+    # The password is Grafana's environment variable, filled in from a Secret.
+    assert es["secureJsonData"] == {"basicAuthPassword": "$ELASTICSEARCH_GRAFANA_PASSWORD"}
+    # Grafana expands ${...} in provisioning files: its own macros must be written $${...}.
+    assert not re.search(r"(?<!\$)\$\{__", text)
+    for path in GRAFANA.rglob("*"):
+        if path.is_file():
+            content = path.read_text().lower()
+            assert "admin_password" not in content and "admin:admin" not in content, path
+
+
+def test_provider_loads_the_mounted_dashboards_read_only():
+    (provider,) = PROVIDERS
+    assert provider["type"] == "file"
+    assert provider["options"]["path"] == "/var/lib/grafana/dashboards"
+    assert provider["allowUiUpdates"] is False
+
+
+def test_kustomizations_ship_every_file_and_stay_under_a_configmap_limit():
+    grafana = yaml.safe_load((GRAFANA / "kustomization.yaml").read_text())
+    generators = {g["name"]: g["files"] for g in grafana["configMapGenerator"]}
+    assert set(generators) == {
+        "grafana-datasources",
+        "grafana-dashboard-providers",
+        "grafana-dashboards",
+    }
+    assert generators["grafana-datasources"] == ["datasources.yaml"]
+    assert generators["grafana-dashboard-providers"] == ["dashboard-providers.yaml"]
+    assert sorted(generators["grafana-dashboards"]) == sorted(
+        f"dashboards/{name}" for name in DASHBOARDS
+    )
+    assert "disableNameSuffixHash" not in json.dumps(grafana)
+    kibana = yaml.safe_load((REPO / "kibana" / "kustomization.yaml").read_text())
+    (objects,) = kibana["configMapGenerator"]
+    assert objects == {"name": "kibana-saved-objects", "files": ["saved-objects.ndjson"]}
+    for name, files in generators.items():
+        size = sum((GRAFANA / f).stat().st_size for f in files)
+        assert size < 900 * 1024, f"ConfigMap {name} is {size} bytes, near the 1 MiB limit"
+    assert v.SAVED_OBJECTS.stat().st_size < 900 * 1024
+
+
+def test_every_runbook_is_a_dashboard():
+    uids = {d["uid"] for d in DASHBOARDS.values()}
+    for path in (REPO / "docs" / "runbooks").glob("*.md"):
+        assert f"{links.RUNBOOK_UID_PREFIX}{path.stem}" in uids, path
+
+
+# -- Kibana --------------------------------------------------------------------------
+
+
+def test_saved_object_ids_are_unique_and_importable_types():
+    keys = [(o["type"], o["id"]) for o in OBJECTS]
+    assert len(keys) == len(set(keys))
+    assert {o["type"] for o in OBJECTS} <= {"index-pattern", "search", "visualization", "dashboard"}
+
+
+def test_every_reference_in_the_ndjson_resolves():
+    assert v.check_saved_object_references(OBJECTS) == []
+
+
+@pytest.mark.parametrize(
+    "breakage, expected",
+    [
+        (
+            lambda objs: objs[1]["references"][0].update(id="obs-logz"),
+            "reference kibanaSavedObjectMeta.searchSourceJSON.index -> index-pattern 'obs-logz'",
+        ),
+        (
+            lambda objs: objs[-1]["references"][0].update(name="panel_9"),
+            "'panel_1' names no reference",
+        ),
+    ],
+    ids=["misspelt id", "misspelt reference name"],
+)
+def test_a_broken_reference_is_reported(breakage, expected):
+    broken = copy.deepcopy(OBJECTS)
+    breakage(broken)
+    problems = v.check_saved_object_references(broken)
+    assert any(expected in p for p in problems), problems
+
+
+def test_data_view_links_trace_ids_to_jaeger():
+    (data_view,) = [o for o in OBJECTS if o["type"] == "index-pattern"]
+    assert data_view["id"] == links.DATA_VIEW_ID
+    attrs = data_view["attributes"]
+    assert attrs["title"] == "obs-logs-*" and attrs["timeFieldName"] == "@timestamp"
+    trace = json.loads(attrs["fieldFormatMap"])["trace.id"]
+    assert trace["id"] == "url"
+    assert trace["params"]["urlTemplate"] == f"{links.JAEGER_URL}/trace/{{{{value}}}}"
+
+
+def test_saved_searches_cover_errors_slow_requests_and_each_service():
+    searches = {o["id"]: o["attributes"] for o in OBJECTS if o["type"] == "search"}
+    queries = {
+        i: json.loads(a["kibanaSavedObjectMeta"]["searchSourceJSON"])["query"]["query"]
+        for i, a in searches.items()
+    }
+    assert "log.level:" in queries["obs-logs-errors"] and "error" in queries["obs-logs-errors"]
+    assert queries["obs-logs-slow"].startswith("event.duration >=")
+    assert searches["obs-logs-slow"]["sort"] == [["event.duration", "desc"]]
+    for service in links.SERVICES:
+        assert queries[links.service_search_id(service)] == f'service.name:"{service}"'
+
+
+# -- Links between the views and the alerts -------------------------------------------
+
+
+def test_links_open_saved_searches_that_exist():
+    search_ids = {o["id"] for o in OBJECTS if o["type"] == "search"}
+    # Grafana links (`obs-logs-${service}`), Jaeger's link pattern, the alert e-mail.
+    grafana_ids = {
+        i.replace("${service}", s)
+        for text in map(json.dumps, DASHBOARDS.values())
+        for i in re.findall(r"/app/discover#/view/([\w${}-]+)\?", text)
+        for s in links.SERVICES
+    }
+    jaeger_ids = set(re.findall(r"/app/discover#/view/([\w-]+)\?", json.dumps(JAEGER_UI)))
+    email_ids = {
+        i.replace("{{ .Labels.service }}", s)
+        for i in re.findall(r"/app/discover#/view/([^?]+)\?", EMAIL_TEMPLATE)
+        for s in links.SERVICES
+    }
+    for ids in (grafana_ids, jaeger_ids, email_ids):
+        assert ids and ids <= search_ids, ids - search_ids
+
+
+def test_every_base_url_agrees_across_file_types():
+    assert f'{{{{ define "obs.kibana.url" }}}}{links.KIBANA_URL}{{{{ end }}}}' in EMAIL_TEMPLATE
+    assert f'{{{{ define "obs.jaeger.url" }}}}{links.JAEGER_URL}{{{{ end }}}}' in EMAIL_TEMPLATE
+    assert all(p["url"].startswith(f"{links.KIBANA_URL}/") for p in JAEGER_UI["linkPatterns"])
+    for dashboard in DASHBOARDS.values():
+        constants = {
+            c["name"]: c["query"]
+            for c in dashboard["templating"]["list"]
+            if c["type"] == "constant"
+        }
+        assert constants.get("jaeger_url", links.JAEGER_URL) == links.JAEGER_URL
+        assert constants.get("kibana_url", links.KIBANA_URL) == links.KIBANA_URL
+        # Each base URL lives in its constant only; links use ${kibana_url}/${jaeger_url}.
+        text = json.dumps({k: v for k, v in dashboard.items() if k != "templating"})
+        assert links.KIBANA_URL not in text and links.JAEGER_URL not in text
+
+
+def test_jaeger_ui_links_a_trace_to_its_logs():
+    (pattern,) = JAEGER_UI["linkPatterns"]
+    assert pattern["type"] == "traces"
+    assert "trace.id:#{traceID}" in pattern["url"]
+    config = yaml.safe_load((REPO / "jaeger" / "config.yaml").read_text())
+    ui = config["extensions"]["jaeger_query"]["ui"]
+    assert ui["config_file"] == "${env:JAEGER_UI_CONFIG:-/etc/jaeger/ui-config.json}"
