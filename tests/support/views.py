@@ -168,6 +168,8 @@ def metric_names(expr: str) -> set[str]:
 
 
 def is_fluent_bit(target: Target) -> bool:
+    if target.datasource_type != "prometheus":
+        return False
     names = metric_names(target.body["expr"])
     return bool(names) and all(n.startswith("fluentbit_") for n in names)
 
