@@ -7,6 +7,7 @@ the other checks run; the alert tests come last and only wait for what is left.
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import secrets
@@ -18,6 +19,7 @@ import pytest
 from stack.elastic import TEMPLATE_FILE
 from stack.mailcatcher import read_messages
 from tests.support.polling import poll_until
+from views import links
 
 pytestmark = pytest.mark.e2e
 
@@ -331,7 +333,20 @@ def test_crash_loop_alert_fires_and_is_emailed(local_stack, crash_loop):
         interval=2,
         on_timeout=lambda: local_stack.failure_context("alertmanager", "mailcatcher"),
     )
-    assert "backend is crash looping" in message.body
+    # The subject names alert, service and severity; both parts carry the summary and
+    # the links to the dashboard, the logs, the traces and the runbook.
+    assert message.subject == "[FIRING] ServiceCrashLooping backend (critical)"
+    expected_links = [
+        f"{links.GRAFANA_URL}/d/obs-services?var-service=backend&from=",
+        f"{links.KIBANA_URL}/app/discover#/view/{links.service_search_id('backend')}?_g=(time:",
+        f"{links.JAEGER_URL}/search?service=backend&start=",
+        f"{links.GRAFANA_URL}/d/obs-runbook-crash-looping",
+    ]
+    assert message.html.startswith("<!DOCTYPE html>")
+    for part in (message.body, html.unescape(message.html)):
+        assert "backend is crash looping" in part
+        for link in expected_links:
+            assert link in part, f"{link} missing from the e-mail:\n{part}"
 
 
 def test_crash_loop_resolved_email_follows(local_stack, crash_loop):
