@@ -1,7 +1,7 @@
 """Command line of the local stack: python -m stack {demo,services,mail}.
 
-Reads: OBS_RUN_DIR (default <repo>/.run), OBS_ES_HEAP, and for `mail` the mail dir of
-the last `make demo` run.
+Reads: OBS_RUN_DIR (default <repo>/.run), OBS_ES_HEAP, NO_COLOR (`services`: plain log
+prefixes), and for `mail` the mail dir of the last `make demo` run.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 
 from . import mailcatcher, runner
 from .components import ES_USER, LocalStack, Ports
+from .follow import LogFollower, log_offsets
 from .versions import REPO
 from .wait import port_in_use
 
@@ -62,13 +63,20 @@ def services(_args) -> None:
         "Starting frontend and backend (spans are not exported: no Jaeger in this mode) ...",
         flush=True,
     )
+    logs = {name: stack.log_dir / f"{name}.log" for name in ("frontend", "backend")}
+    # Only this run's lines: supervisord appends to the files of earlier runs.
+    follower = LogFollower(logs, offsets=log_offsets(logs))
     supervisor = runner.start(stack)
     print(
         f"\n  frontend  {stack.url('frontend')}/\n  backend   {stack.url('backend')}/\n"
-        f"  logs      {stack.log_dir}/\n\nCtrl-C to stop.",
+        f"  logs      {stack.log_dir}/ (and below, live)\n\nCtrl-C to stop.\n",
         flush=True,
     )
-    _wait_for_ctrl_c(stack, supervisor)
+    follower.start()
+    try:
+        _wait_for_ctrl_c(stack, supervisor)
+    finally:
+        follower.stop()
 
 
 def demo(_args) -> None:
