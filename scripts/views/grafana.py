@@ -112,6 +112,29 @@ def thresholds(*steps: tuple[float | None, str]) -> dict:
     return {"mode": "absolute", "steps": [{"color": c, "value": v} for v, c in steps]}
 
 
+LAST_VALUE = {"calcs": ["lastNotNull"], "fields": "", "values": False}
+
+
+def count_stat(layout: Layout, title: str, target: dict, *, w: int, **opts):
+    """A stat of a count that is fine at 0 and bad from 1: green, then red."""
+    return panel(
+        layout,
+        "stat",
+        title,
+        [target],
+        w=w,
+        h=9,
+        defaults={
+            "unit": "short",
+            "decimals": 0,
+            "color": {"mode": "thresholds"},
+            "thresholds": thresholds((None, "green"), (1, "red")),
+        },
+        options={"colorMode": "background", "graphMode": "none", "reduceOptions": LAST_VALUE},
+        **opts,
+    )
+
+
 def constant(name: str, value: str) -> dict:
     """A hidden constant variable: the one place in a dashboard naming a base URL."""
     return {"type": "constant", "name": name, "query": value, "hide": 2, "skipUrlSync": True}
@@ -190,7 +213,7 @@ def services_overview() -> dict:
                 "thresholds": thresholds((None, "red"), (300, "green")),
             },
             options={
-                "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+                "reduceOptions": LAST_VALUE,
                 "colorMode": "value",
                 "graphMode": "none",
             },
@@ -218,7 +241,7 @@ def services_overview() -> dict:
                 "thresholds": thresholds((None, "green"), (1, "orange"), (3, "red")),
             },
             options={
-                "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+                "reduceOptions": LAST_VALUE,
                 "colorMode": "background",
                 "graphMode": "none",
             },
@@ -234,7 +257,7 @@ def services_overview() -> dict:
             description="Requests in flight (active_users), sampled at each scrape.",
             defaults={"unit": "short", "decimals": 0},
             options={
-                "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+                "reduceOptions": LAST_VALUE,
                 "graphMode": "area",
             },
         ),
@@ -269,7 +292,7 @@ def services_overview() -> dict:
                 "thresholds": thresholds((None, "green"), (0.05, "orange"), (0.25, "red")),
             },
             options={
-                "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+                "reduceOptions": LAST_VALUE,
                 "showThresholdMarkers": True,
             },
         ),
@@ -504,50 +527,22 @@ def stack_health() -> dict:
             ],
             defaults={"custom": {"align": "auto"}},
         ),
-        panel(
+        count_stat(
             layout,
-            "stat",
             "Targets down",
-            [prom(f"count(up{{{job}}} == 0) or vector(0)", "down", instant=True)],
+            prom(f"count(up{{{job}}} == 0) or vector(0)", "down", instant=True),
             w=4,
-            h=9,
-            defaults={
-                "unit": "short",
-                "decimals": 0,
-                "color": {"mode": "thresholds"},
-                "thresholds": thresholds((None, "green"), (1, "red")),
-            },
-            options={
-                "colorMode": "background",
-                "graphMode": "none",
-                "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-            },
         ),
-        panel(
+        count_stat(
             layout,
-            "stat",
             "Firing alerts",
-            [
-                prom(
-                    'count(ALERTS{alertstate="firing", alertname!="Watchdog"}) or vector(0)',
-                    "firing",
-                    instant=True,
-                )
-            ],
+            prom(
+                'count(ALERTS{alertstate="firing", alertname!="Watchdog"}) or vector(0)',
+                "firing",
+                instant=True,
+            ),
             w=6,
-            h=9,
             description="Alerts Prometheus is firing, Watchdog (always firing) excepted.",
-            defaults={
-                "unit": "short",
-                "decimals": 0,
-                "color": {"mode": "thresholds"},
-                "thresholds": thresholds((None, "green"), (1, "red")),
-            },
-            options={
-                "colorMode": "background",
-                "graphMode": "none",
-                "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-            },
         ),
         # Prometheus
         panel(
@@ -663,7 +658,7 @@ def stack_health() -> dict:
             options={
                 "colorMode": "background",
                 "graphMode": "none",
-                "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+                "reduceOptions": LAST_VALUE,
             },
         ),
         panel(

@@ -174,6 +174,26 @@ def _visualization(
     }
 
 
+def _terms(agg_id: str, field: str, schema: str, **params) -> dict:
+    """A terms bucket aggregation on `field`, ordered by the count (agg 1)."""
+    return {
+        "id": agg_id,
+        "enabled": True,
+        "type": "terms",
+        "schema": schema,
+        "params": {
+            "field": field,
+            "size": 10,
+            "order": "desc",
+            "orderBy": "1",
+            "otherBucketLabel": "Other",
+            "missingBucket": False,
+            "missingBucketLabel": "Missing",
+            **params,
+        },
+    }
+
+
 def errors_over_time() -> dict:
     axis = {"show": True, "style": {}, "title": {}}
     params = {
@@ -234,22 +254,7 @@ def errors_over_time() -> dict:
                 "extended_bounds": {},
             },
         },
-        {
-            "id": "3",
-            "enabled": True,
-            "type": "terms",
-            "schema": "group",
-            "params": {
-                "field": "error.type",
-                "size": 10,
-                "order": "desc",
-                "orderBy": "1",
-                "otherBucket": True,
-                "otherBucketLabel": "Other",
-                "missingBucket": False,
-                "missingBucketLabel": "Missing",
-            },
-        },
+        _terms("3", "error.type", "group", otherBucket=True),
     ]
     return _visualization(
         "obs-logs-errors-over-time",
@@ -291,23 +296,7 @@ def top_routes() -> dict:
             "schema": "metric",
             "params": {"field": "event.duration", "customLabel": "Slowest"},
         },
-        {
-            "id": "4",
-            "enabled": True,
-            "type": "terms",
-            "schema": "bucket",
-            "params": {
-                "field": "http.route",
-                "size": 10,
-                "order": "desc",
-                "orderBy": "1",
-                "otherBucket": False,
-                "otherBucketLabel": "Other",
-                "missingBucket": False,
-                "missingBucketLabel": "Missing",
-                "customLabel": "Route",
-            },
-        },
+        _terms("4", "http.route", "bucket", otherBucket=False, customLabel="Route"),
     ]
     return _visualization(
         "obs-logs-top-routes",

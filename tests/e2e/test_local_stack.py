@@ -19,6 +19,7 @@ import pytest
 from stack.elastic import TEMPLATE_FILE
 from stack.mailcatcher import read_messages
 from tests.support.polling import poll_until
+from tests.support.views import mapped_types
 from views import links
 
 pytestmark = pytest.mark.e2e
@@ -239,17 +240,6 @@ def test_logs_of_one_request_are_in_elasticsearch_from_both_services(local_stack
     assert all(doc["trace.id"] == trace_id for doc in docs)
 
 
-def _mapped_types(properties: dict, prefix: str = "") -> dict[str, str]:
-    types = {}
-    for name, spec in properties.items():
-        path = f"{prefix}{name}"
-        if "properties" in spec:
-            types.update(_mapped_types(spec["properties"], f"{path}."))
-        else:
-            types[path] = spec["type"]
-    return types
-
-
 def _leaf_fields(doc: dict, prefix: str = "") -> dict[str, object]:
     leaves = {}
     for key, value in doc.items():
@@ -269,7 +259,7 @@ EXPECTED_TYPE = {
 
 
 def test_every_logged_field_has_its_intended_mapping(local_stack):
-    intended = _mapped_types(
+    intended = mapped_types(
         json.loads(TEMPLATE_FILE.read_text())["template"]["mappings"]["properties"]
     )
     # Errors, tracebacks and access lines of every kind, so that all field kinds occur.
@@ -286,7 +276,7 @@ def test_every_logged_field_has_its_intended_mapping(local_stack):
         timeout=10,
     ).json()
     for index, body in mapping.items():
-        actual = _mapped_types(body["mappings"]["properties"])
+        actual = mapped_types(body["mappings"]["properties"])
         assert actual == intended, f"{index}: mapping differs from fluent-bit/index-template.json"
         assert body["mappings"]["dynamic"] == "false"
     docs = es_search(local_stack, {"match_all": {}})
