@@ -135,6 +135,33 @@ def count_stat(layout: Layout, title: str, target: dict, *, w: int, **opts):
     )
 
 
+def graph(layout: Layout, title: str, unit: str, targets: list, *, w: int, **opts):
+    """A time series panel of the stack's own metrics, 8 rows high."""
+    defaults = {"unit": unit, "custom": {"fillOpacity": 10}}
+    return panel(layout, "timeseries", title, targets, w=w, h=8, defaults=defaults, **opts)
+
+
+# Every dashboard's drop-down of the runbook dashboards (tag "runbook").
+RUNBOOKS_LINK = {
+    "title": "Runbooks",
+    "type": "dashboards",
+    "tags": ["runbook"],
+    "asDropdown": True,
+    "icon": "doc",
+}
+
+
+def dashboard_link(title: str, uid: str) -> dict:
+    """A link to another dashboard, on the same time range."""
+    return {
+        "title": title,
+        "type": "link",
+        "icon": "dashboard",
+        "url": f"/d/{uid}",
+        "keepTime": True,
+    }
+
+
 def constant(name: str, value: str) -> dict:
     """A hidden constant variable: the one place in a dashboard naming a base URL."""
     return {"type": "constant", "name": name, "query": value, "hide": 2, "skipUrlSync": True}
@@ -479,20 +506,8 @@ def services_overview() -> dict:
                 "targetBlank": True,
                 "tooltip": "Same service and time range",
             },
-            {
-                "title": "Stack health",
-                "type": "link",
-                "icon": "dashboard",
-                "url": f"/d/{STACK_DASHBOARD_UID}",
-                "keepTime": True,
-            },
-            {
-                "title": "Runbooks",
-                "type": "dashboards",
-                "tags": ["runbook"],
-                "asDropdown": True,
-                "icon": "doc",
-            },
+            dashboard_link("Stack health", STACK_DASHBOARD_UID),
+            RUNBOOKS_LINK,
         ],
     )
 
@@ -501,7 +516,6 @@ def stack_health() -> dict:
     layout = Layout()
     job = 'job=~"$job"'
     rate = "[$__rate_interval]"
-    ts = {"custom": {"fillOpacity": 10}}
     panels = [
         panel(
             layout,
@@ -545,28 +559,24 @@ def stack_health() -> dict:
             description="Alerts Prometheus is firing, Watchdog (always firing) excepted.",
         ),
         # Prometheus
-        panel(
+        graph(
             layout,
-            "timeseries",
             "Prometheus: samples ingested per second",
+            "ops",
             [prom(f"rate(prometheus_tsdb_head_samples_appended_total{rate})", "{{instance}}")],
             w=8,
-            h=8,
-            defaults={"unit": "ops", **ts},
         ),
-        panel(
+        graph(
             layout,
-            "timeseries",
             "Prometheus: series in the head block",
+            "short",
             [prom("prometheus_tsdb_head_series", "{{instance}}")],
             w=8,
-            h=8,
-            defaults={"unit": "short", **ts},
         ),
-        panel(
+        graph(
             layout,
-            "timeseries",
             "Prometheus: rule evaluation failures and alerts dropped",
+            "ops",
             [
                 prom(
                     f"sum(rate(prometheus_rule_evaluation_failures_total{rate}))",
@@ -577,23 +587,19 @@ def stack_health() -> dict:
                 ),
             ],
             w=8,
-            h=8,
-            defaults={"unit": "ops", **ts},
         ),
         # Alertmanager
-        panel(
+        graph(
             layout,
-            "timeseries",
             "Alertmanager: alerts by state",
+            "short",
             [prom("sum by (state) (alertmanager_alerts)", "{{state}}")],
             w=8,
-            h=8,
-            defaults={"unit": "short", **ts},
         ),
-        panel(
+        graph(
             layout,
-            "timeseries",
             "Alertmanager: notifications sent and failed",
+            "ops",
             [
                 prom(
                     f"sum by (integration) (rate(alertmanager_notifications_total{rate}))",
@@ -605,14 +611,12 @@ def stack_health() -> dict:
                 ),
             ],
             w=8,
-            h=8,
-            defaults={"unit": "ops", **ts},
         ),
         # Jaeger (an OpenTelemetry Collector: otelcol_* metrics)
-        panel(
+        graph(
             layout,
-            "timeseries",
             "Jaeger: spans received, refused, stored",
+            "ops",
             [
                 prom(f"sum(rate(otelcol_receiver_accepted_spans_total{rate}))", "accepted/s"),
                 prom(f"sum(rate(otelcol_receiver_refused_spans_total{rate}))", "refused/s"),
@@ -622,8 +626,6 @@ def stack_health() -> dict:
                 ),
             ],
             w=8,
-            h=8,
-            defaults={"unit": "ops", **ts},
         ),
         # Elasticsearch (prometheus-elasticsearch-exporter)
         panel(
@@ -661,10 +663,10 @@ def stack_health() -> dict:
                 "reduceOptions": LAST_VALUE,
             },
         ),
-        panel(
+        graph(
             layout,
-            "timeseries",
             "Elasticsearch: log documents by index",
+            "short",
             [
                 prom(
                     'sum by (index) (elasticsearch_indices_docs_primary{index=~"obs-logs-.*"})',
@@ -672,41 +674,35 @@ def stack_health() -> dict:
                 )
             ],
             w=10,
-            h=8,
-            defaults={"unit": "short", **ts},
         ),
-        panel(
+        graph(
             layout,
-            "timeseries",
             "Elasticsearch: JVM heap used",
+            "bytes",
             [
                 prom('elasticsearch_jvm_memory_used_bytes{area="heap"}', "used {{name}}"),
                 prom('elasticsearch_jvm_memory_max_bytes{area="heap"}', "max {{name}}"),
             ],
             w=10,
-            h=8,
-            defaults={"unit": "bytes", **ts},
         ),
         # Fluent Bit (its /api/v1/metrics/prometheus endpoint)
-        panel(
+        graph(
             layout,
-            "timeseries",
             "Fluent Bit: records read and shipped",
+            "ops",
             [
                 prom(f"sum(rate(fluentbit_input_records_total{rate}))", "read/s"),
                 prom(f"sum(rate(fluentbit_output_proc_records_total{rate}))", "shipped/s"),
             ],
             w=12,
-            h=8,
-            defaults={"unit": "ops", **ts},
             description="Records read by Fluent Bit's inputs and delivered by its outputs. "
             "Empty in the local stack, which ships logs with a stand-in forwarder.",
             links=[{"title": "All logs in Kibana", "url": KIBANA_ALL_LOGS, "targetBlank": True}],
         ),
-        panel(
+        graph(
             layout,
-            "timeseries",
             "Fluent Bit: output errors and given-up retries",
+            "ops",
             [
                 prom(f"sum(rate(fluentbit_output_errors_total{rate}))", "errors/s"),
                 prom(
@@ -714,8 +710,6 @@ def stack_health() -> dict:
                 ),
             ],
             w=12,
-            h=8,
-            defaults={"unit": "ops", **ts},
             description="Retries given up are records lost on the way to Elasticsearch.",
         ),
     ]
@@ -731,20 +725,8 @@ def stack_health() -> dict:
             ]
         },
         links=[
-            {
-                "title": "Services overview",
-                "type": "link",
-                "icon": "dashboard",
-                "url": f"/d/{SERVICES_DASHBOARD_UID}",
-                "keepTime": True,
-            },
-            {
-                "title": "Runbooks",
-                "type": "dashboards",
-                "tags": ["runbook"],
-                "asDropdown": True,
-                "icon": "doc",
-            },
+            dashboard_link("Services overview", SERVICES_DASHBOARD_UID),
+            RUNBOOKS_LINK,
         ],
     )
 
@@ -776,27 +758,9 @@ def runbook(path: Path) -> dict:
         tags=[TAG, "runbook"],
         refresh="",
         links=[
-            {
-                "title": "Services overview",
-                "type": "link",
-                "icon": "dashboard",
-                "url": f"/d/{SERVICES_DASHBOARD_UID}",
-                "keepTime": True,
-            },
-            {
-                "title": "Stack health",
-                "type": "link",
-                "icon": "dashboard",
-                "url": f"/d/{STACK_DASHBOARD_UID}",
-                "keepTime": True,
-            },
-            {
-                "title": "Runbooks",
-                "type": "dashboards",
-                "tags": ["runbook"],
-                "asDropdown": True,
-                "icon": "doc",
-            },
+            dashboard_link("Services overview", SERVICES_DASHBOARD_UID),
+            dashboard_link("Stack health", STACK_DASHBOARD_UID),
+            RUNBOOKS_LINK,
         ],
     )
 
