@@ -258,6 +258,9 @@ class LocalStack:
                     f"--config.file={self.run_dir / 'alertmanager.yml'}",
                     f"--storage.path={self.run_dir / 'alertmanager-data'}",
                     f"--web.listen-address=127.0.0.1:{p.alertmanager}",
+                    # The address that e-mails link to ("Alertmanager: ..."), instead of
+                    # one built from the host name.
+                    f"--web.external-url={self.url('alertmanager')}",
                     # A single instance: no gossip port for an HA cluster.
                     "--cluster.listen-address=",
                 ],
