@@ -5,7 +5,8 @@ Reads the standard variables, through the SDK itself where it can:
   OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (OTLP over HTTP,
   default http://localhost:4318), OTEL_EXPORTER_OTLP_TIMEOUT, OTEL_TRACES_EXPORTER
   (otlp, or none: spans and trace ids without export), OTEL_TRACES_SAMPLER(_ARG),
-  OTEL_BSP_* (batch size, queue size, delay) and OTEL_SDK_DISABLED.
+  OTEL_BSP_* (batch size, queue size, delay) and OTEL_SDK_DISABLED; TELEMETRY_SIGNALS
+  without "traces" switches tracing off as OTEL_SDK_DISABLED does.
 
 Spans leave through a BatchSpanProcessor: the request thread only appends to a bounded
 queue, so an unreachable Jaeger costs dropped spans, never a slow or failed request.
@@ -23,7 +24,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
-from .settings import ConfigError, env_bool, env_float, env_str
+from .settings import ConfigError, env_bool, env_float, env_signals, env_str
 
 # Default of OTEL_EXPORTER_OTLP_TIMEOUT, which bounds one export attempt: a Jaeger that
 # never answers holds the batch thread (never a request thread) for 5 s at a time.
@@ -37,7 +38,7 @@ log = logging.getLogger("obs_telemetry.tracing")
 
 def tracing_disabled(environ: Mapping[str, str] | None = None) -> bool:
     env = os.environ if environ is None else environ
-    return env_bool(env, "OTEL_SDK_DISABLED", False)
+    return env_bool(env, "OTEL_SDK_DISABLED", False) or "traces" not in env_signals(env)
 
 
 def build_resource(default_service_name: str, version: str) -> Resource:
