@@ -86,11 +86,12 @@ def build_tracer_provider(
         return provider
     if exporter is None:
         # Imported here so that importing this module costs nothing when tracing is off.
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from .otlp_encoding import FastOTLPSpanExporter
 
         timeout = env_float(env, "OTEL_EXPORTER_OTLP_TIMEOUT", _DEFAULT_EXPORT_TIMEOUT_S * 1000)
         # The variable is in milliseconds per the specification; the exporter wants seconds.
-        exporter = OTLPSpanExporter(timeout=timeout / 1000.0)
+        # The SDK's OTLP/HTTP exporter, with a cheaper encoder of the same message.
+        exporter = FastOTLPSpanExporter(timeout=timeout / 1000.0)
     provider.add_span_processor(BatchSpanProcessor(exporter))
     return provider
 
