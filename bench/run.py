@@ -1,6 +1,6 @@
 """Run the side-by-side benchmark of `make bench` and write its JSON result.
 
-Reads BENCH_DURATION (seconds per measured run, default 10), BENCH_ROUNDS (default 3),
+Reads BENCH_DURATION (seconds per measured run, default 8), BENCH_ROUNDS (default 5),
 BENCH_CONNECTIONS (wrk concurrency, default 8) and BENCH_VARIANTS (comma list, default
 all), so that a quick look takes `BENCH_DURATION=3 BENCH_ROUNDS=1 make bench`.
 
@@ -356,7 +356,7 @@ def versions() -> dict:
     )
     found = {name: metadata.version(name) for name in packages}
     wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
-    found["wrk"] = (wrk_version.stdout or wrk_version.stderr).splitlines()[0]
+    found["wrk"] = " ".join((wrk_version.stdout or wrk_version.stderr).split()[:2])
     found["python"] = platform.python_version()
     found["jaeger"] = f"{VERSIONS['JAEGER_RELEASE']} (module {VERSIONS['JAEGER_MODULE_VERSION']})"
     return found
@@ -400,9 +400,33 @@ def summarize(runs: list[dict]) -> dict:
     }
 
 
+def add_paired_ratios(result: dict) -> None:
+    """Each variant against the bare run of the same round, then the median over rounds.
+
+    Noise from other processes drifts over minutes; a ratio within one round (the runs
+    a few seconds apart) cancels most of it, which a ratio of medians does not.
+    """
+    bare = next((v for v in result["variants"] if v["name"] == "bare"), None)
+    if bare is None:
+        return
+    bare_by_round = {run["round"]: run for run in bare["runs"]}
+    for variant in result["variants"]:
+        pairs = [
+            (run, bare_by_round[run["round"]])
+            for run in variant["runs"]
+            if run["round"] in bare_by_round
+        ]
+        variant["summary"]["paired"] = {
+            "rps_ratio": statistics.median(r["rps"] / b["rps"] for r, b in pairs),
+            "p99_ratio": statistics.median(r["p99_ms"] / b["p99_ms"] for r, b in pairs),
+            "rps_ratio_min": min(r["rps"] / b["rps"] for r, b in pairs),
+            "rps_ratio_max": max(r["rps"] / b["rps"] for r, b in pairs),
+        }
+
+
 def run(out: Path) -> dict:
-    seconds = float(os.environ.get("BENCH_DURATION", "10"))
-    rounds = int(os.environ.get("BENCH_ROUNDS", "3"))
+    seconds = float(os.environ.get("BENCH_DURATION", "8"))
+    rounds = int(os.environ.get("BENCH_ROUNDS", "5"))
     connections = int(os.environ.get("BENCH_CONNECTIONS", "8"))
     wanted = [v for v in os.environ.get("BENCH_VARIANTS", "").split(",") if v]
     variants = [v for v in VARIANTS if not wanted or v.name in wanted]
@@ -480,6 +504,7 @@ def run(out: Path) -> dict:
             ],
             "metrics_render": metrics_render(),
         }
+        add_paired_ratios(result)
     finally:
         for process in reversed(processes):
             process.stop()
