@@ -18,13 +18,17 @@ def _variant(result: dict, name: str) -> dict | None:
     return next((v for v in result["variants"] if v["name"] == name), None)
 
 
-def ratios(result: dict) -> dict:
-    bare, full = _variant(result, "bare"), _variant(result, "full")
-    if not bare or not full:
+def ratios(result: dict, name: str = "full") -> dict:
+    """`name` against bare: the median of the per-round ratios when the run has them."""
+    bare, other = _variant(result, "bare"), _variant(result, name)
+    if not bare or not other:
         return {}
+    paired = other["summary"].get("paired")
+    if paired:
+        return {"rps": paired["rps_ratio"], "p99": paired["p99_ratio"], **paired}
     return {
-        "rps": full["summary"]["rps"] / bare["summary"]["rps"],
-        "p99": full["summary"]["p99_ms"] / bare["summary"]["p99_ms"],
+        "rps": other["summary"]["rps"] / bare["summary"]["rps"],
+        "p99": other["summary"]["p99_ms"] / bare["summary"]["p99_ms"],
     }
 
 
@@ -107,6 +111,13 @@ def markdown(result: dict, png_name: str) -> str:
             f"0.8x target), p99 {r['p99']:.2f}x bare ({verdict_p99} the 1.5x target).**",
             "",
         ]
+        if "rps_ratio_min" in r:
+            lines += [
+                f"Ratios are the median over rounds of full / bare within the same round "
+                f"(throughput ratio ranged {r['rps_ratio_min']:.2f}-{r['rps_ratio_max']:.2f} "
+                "across rounds).",
+                "",
+            ]
     lines += [
         "## How it was measured",
         "",
@@ -146,9 +157,11 @@ def markdown(result: dict, png_name: str) -> str:
     for v in result["variants"]:
         s = v["summary"]
         b = bare["summary"] if bare else s
+        vr = ratios(result, v["name"]) or {"rps": 1.0, "p99": 1.0}
+        rpsx, p99x = vr["rps"], vr["p99"]
         lines.append(
-            f"| {v['name']} | {v['description']} | {s['rps']:.0f} | {s['rps'] / b['rps']:.2f} | "
-            f"{s['p50_ms']:.1f} | {s['p99_ms']:.1f} | {s['p99_ms'] / b['p99_ms']:.2f} | "
+            f"| {v['name']} | {v['description']} | {s['rps']:.0f} | {rpsx:.2f} | "
+            f"{s['p50_ms']:.1f} | {s['p99_ms']:.1f} | {p99x:.2f} | "
             f"{s['cpu_us_per_request']:.0f} ({s['cpu_us_frontend']:.0f} + "
             f"{s['cpu_us_backend']:.0f}) | {s['cpu_us_per_request'] - b['cpu_us_per_request']:+.0f}"
             f" | {s['errors']} of {s['requests']} |"

@@ -147,7 +147,6 @@ BAD_QUERIES = {
     ],
     "backend": [
         "/error?type=nope",
-        "/error?type=",
         "/slow?delay=abc",
         "/slow?delay=-1",
         "/slow?delay=nan",

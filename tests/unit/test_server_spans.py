@@ -78,7 +78,7 @@ def spans_for(module, requests, mode: str, backend_url: str | None = None) -> li
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    config = dict(QUIET, TELEMETRY_SERVER_SPANS=mode)
+    config = dict(QUIET, TELEMETRY_INSTRUMENTATION=mode)
     if backend_url:
         config["BACKEND_URL"] = backend_url
     app = module.create_app(config, registry=CollectorRegistry(), tracer_provider=provider)
@@ -119,7 +119,7 @@ def test_the_server_span_is_current_while_the_view_runs(mode, backend_server):
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     app = frontend.create_app(
-        dict(QUIET, TELEMETRY_SERVER_SPANS=mode, BACKEND_URL=backend_server.url),
+        dict(QUIET, TELEMETRY_INSTRUMENTATION=mode, BACKEND_URL=backend_server.url),
         registry=CollectorRegistry(),
         tracer_provider=provider,
     )
