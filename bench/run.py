@@ -1,6 +1,6 @@
 """Run the side-by-side benchmark of `make bench` and write its JSON result.
 
-Reads BENCH_DURATION (seconds per measured run, default 8), BENCH_ROUNDS (default 5),
+Reads BENCH_DURATION (seconds per measured run, default 6), BENCH_ROUNDS (default 6),
 BENCH_CONNECTIONS (wrk concurrency, default 8) and BENCH_VARIANTS (comma list, default
 all), so that a quick look takes `BENCH_DURATION=3 BENCH_ROUNDS=1 make bench`.
 
@@ -60,6 +60,12 @@ VARIANTS = [
         otlp="jaeger",
     ),
     Variant("full", "metrics + traces (100 %, to Jaeger) + logs", {}, otlp="jaeger"),
+    Variant(
+        "full-upstream",
+        "full, with OpenTelemetry's own Flask/httpx instrumentation and OTLP encoder",
+        {"TELEMETRY_INSTRUMENTATION": "upstream"},
+        otlp="jaeger",
+    ),
     Variant(
         "full-sampled-10",
         "full, traces sampled at 10 % (parentbased_traceidratio 0.1)",
@@ -225,7 +231,7 @@ def wrk(url: str, seconds: float, connections: int) -> dict:
     argv = [
         "wrk",
         "-t2",
-        f"-c{connections}",
+        f"-c{max(2, connections)}",
         f"-d{max(1, round(seconds))}s",
         "--timeout",
         "10s",
@@ -258,7 +264,7 @@ def busy_processes(own: set[int]) -> list[str]:
 
 
 def measure(chain: Chain, seconds: float, connections: int, jaeger: Process | None) -> dict:
-    wrk(chain.url, 1, connections)  # warm the pools after the other variants' turns
+    wrk(chain.url, 1, max(2, connections))  # warm the pools after the other variants' turns
     before = (chain.frontend.cpu_seconds(), chain.backend.cpu_seconds())
     jaeger_before = jaeger.cpu_seconds() if jaeger else 0.0
     loadavg = os.getloadavg()[0]
@@ -425,8 +431,8 @@ def add_paired_ratios(result: dict) -> None:
 
 
 def run(out: Path) -> dict:
-    seconds = float(os.environ.get("BENCH_DURATION", "8"))
-    rounds = int(os.environ.get("BENCH_ROUNDS", "5"))
+    seconds = float(os.environ.get("BENCH_DURATION", "6"))
+    rounds = int(os.environ.get("BENCH_ROUNDS", "6"))
     connections = int(os.environ.get("BENCH_CONNECTIONS", "8"))
     wanted = [v for v in os.environ.get("BENCH_VARIANTS", "").split(",") if v]
     variants = [v for v in VARIANTS if not wanted or v.name in wanted]
