@@ -39,7 +39,7 @@ test: bootstrap lint ## Every test: unit, integration, config checks, e2e agains
 test-e2e: bootstrap ## Only the end-to-end tests against the real backends
 	$(PYTEST) -m e2e tests
 
-bench: ## Telemetry cost vs the bare app (wrk, real Jaeger): docs/benchmarks.{json,md,png}; ~6 min
+bench: ## Telemetry cost vs the bare app (wrk, real Jaeger): docs/benchmarks.{json,md,png}; ~7 min
 	scripts/bootstrap.sh bench
 	PYTHONPATH=scripts:. $(PY) -m bench all docs/benchmarks.json
 
