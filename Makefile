@@ -9,7 +9,7 @@ VENV := $(shell scripts/bootstrap.sh --print-venv)
 PY := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: help bootstrap bootstrap-python services demo mail test test-e2e lint format lock clean views
+.PHONY: help bootstrap bootstrap-python services demo mail test test-e2e lint format lock clean views bench
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -38,6 +38,10 @@ test: bootstrap lint ## Every test: unit, integration, config checks, e2e agains
 
 test-e2e: bootstrap ## Only the end-to-end tests against the real backends
 	$(PYTEST) -m e2e tests
+
+bench: ## Telemetry cost vs the bare app (wrk, real Jaeger): docs/benchmarks.{json,md,png}; ~7 min
+	scripts/bootstrap.sh bench
+	PYTHONPATH=scripts:. $(PY) -m bench all docs/benchmarks.json
 
 format: bootstrap-python ## Apply ruff's formatting and safe fixes
 	$(PY) -m ruff format .

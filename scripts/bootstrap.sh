@@ -3,7 +3,7 @@
 # every version pinned (scripts/versions.env). Idempotent: a second run checks and
 # skips. Prints each step and how long it took.
 #
-# Usage: scripts/bootstrap.sh [python|all]     (default: all)
+# Usage: scripts/bootstrap.sh [python|all|bench]     (default: all; bench adds wrk)
 #        scripts/bootstrap.sh --print-venv     (path of the Python environment)
 #
 # Reads: OBS_STACK_CACHE (default ~/.cache/obs-stack), PYTHON (default python3).
@@ -30,7 +30,7 @@ if [[ "${1:-}" == "--print-venv" ]]; then
   exit 0
 fi
 what=${1:-all}
-case "$what" in python|all) ;; *) echo "usage: $0 [python|all|--print-venv]" >&2; exit 2 ;; esac
+case "$what" in python|all|bench) ;; *) echo "usage: $0 [python|all|bench|--print-venv]" >&2; exit 2 ;; esac
 
 log() { printf '[bootstrap] %s\n' "$*"; }
 die() { printf '[bootstrap] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -132,9 +132,12 @@ install_elasticsearch() {
 
 total=$SECONDS
 step "python venv ($venv)" install_python
-if [[ "$what" == all ]]; then
+if [[ "$what" == all || "$what" == bench ]]; then
   step "prometheus, alertmanager, elasticsearch exporter (Debian)" install_prometheus
   step "jaeger $JAEGER_RELEASE (go build)" install_jaeger
   step "elasticsearch $ELASTICSEARCH_VERSION (Maven Central)" install_elasticsearch
+fi
+if [[ "$what" == bench ]]; then
+  step "wrk $WRK_DEB_VERSION (Debian)" apt_install wrk "$WRK_DEB_VERSION" wrk
 fi
 log "all done in $((SECONDS - total)) s"

@@ -22,7 +22,9 @@ __version__ = "1.0.0"
 
 def create_app(config: dict | None = None, *, registry=None, tracer_provider=None) -> Flask:
     """App factory. `config` overrides the environment; tests inject the telemetry sinks."""
-    app = Flask(__name__)
+    # No static folder: the services serve none, and its route would be one more URL
+    # pattern for scanners to hit.
+    app = Flask(__name__, static_folder=None)
     app.config.update(SERVICE_NAME=SERVICE_NAME, SERVICE_VERSION=__version__)
     app.config.update(load_settings())
     if config:

@@ -8,6 +8,8 @@ label's cardinality bounded even when a type arrives from another service.
 
 from __future__ import annotations
 
+import json
+
 # What /error picks from, with the status each would really have.
 SIMULATED_ERRORS: dict[str, int] = {
     "database_error": 500,
@@ -55,4 +57,12 @@ def json_object_body() -> dict:
         body = None
     if not isinstance(body, dict):
         raise AppError("validation_error", "body must be a JSON object", 400)
+    try:
+        # Python's parser accepts NaN, Infinity and 1e400 (read as inf), which are not
+        # JSON: relayed to another service they would fail to encode (a 500) or leak.
+        json.dumps(body, allow_nan=False)
+    except ValueError:
+        raise AppError(
+            "validation_error", "body must be valid JSON (no NaN or Infinity numbers)", 400
+        ) from None
     return body

@@ -18,16 +18,28 @@ from datetime import UTC, datetime
 
 from flask import current_app, has_app_context
 from opentelemetry import trace
-from pythonjsonlogger.json import JsonFormatter
+from pythonjsonlogger.core import RESERVED_ATTRS
+from pythonjsonlogger.json import JsonEncoder
 
 ECS_VERSION = "8.11.0"
 
-# LogRecord attributes that JsonFormatter would otherwise copy out as extra fields.
+# LogRecord attributes that are not extra fields (python-json-logger's list, so that
+# the same attributes stay out of the line as when its formatter wrote them).
+_NOT_EXTRA = frozenset(RESERVED_ATTRS) | {"message"}
+# Attributes that would otherwise be copied out as extra fields.
 _DROP = ("exc_info", "stack_info", "color_message")
+# python-json-logger's encoder and settings (ASCII output; datetimes, exceptions and
+# other objects as strings), built once instead of once per line.
+_encode = JsonEncoder(ensure_ascii=True).encode
 
 
-class EcsJsonFormatter(JsonFormatter):
-    """python-json-logger formatter that writes ECS field names."""
+class EcsJsonFormatter(logging.Formatter):
+    """Writes each record as one ECS JSON object.
+
+    The lines are those python-json-logger's JsonFormatter wrote with the ECS fields
+    added (tests/unit/test_log_format.py compares the two); this class builds the
+    dictionary in one pass, about twice as fast (docs/benchmarks.md).
+    """
 
     def __init__(
         self,
@@ -44,15 +56,21 @@ class EcsJsonFormatter(JsonFormatter):
         if environment:
             self._static["service.environment"] = environment
 
-    def add_fields(self, log_record, record, message_dict) -> None:
-        log_record["@timestamp"] = (
-            datetime.fromtimestamp(record.created, tz=UTC)
+    def format(self, record: logging.LogRecord) -> str:
+        if isinstance(record.msg, dict):
+            message_dict = record.msg
+            record.message = ""
+        else:
+            message_dict = None
+            record.message = record.getMessage()
+        log_record = {
+            "@timestamp": datetime.fromtimestamp(record.created, tz=UTC)
             .isoformat(timespec="milliseconds")
-            .replace("+00:00", "Z")
-        )
-        log_record["log.level"] = record.levelname.lower()
-        log_record["log.logger"] = record.name
-        log_record["message"] = record.message
+            .replace("+00:00", "Z"),
+            "log.level": record.levelname.lower(),
+            "log.logger": record.name,
+            "message": record.message,
+        }
         log_record.update(self._static)
         if has_app_context():
             # Several apps can share one process (tests, a dev server hosting both);
@@ -69,8 +87,12 @@ class EcsJsonFormatter(JsonFormatter):
             log_record["trace.id"] = format(context.trace_id, "032x")
             log_record["span.id"] = format(context.span_id, "016x")
 
-        # Extra fields from logger.info(..., extra={...}) and from dict messages.
-        super().add_fields(log_record, record, message_dict)
+        # Dict messages, then extra fields from logger.info(..., extra={...}).
+        if message_dict:
+            log_record.update(message_dict)
+        for key, value in record.__dict__.items():
+            if key not in _NOT_EXTRA and not key.startswith("_"):
+                log_record[key] = value
         for key in _DROP:
             log_record.pop(key, None)
 
@@ -80,8 +102,9 @@ class EcsJsonFormatter(JsonFormatter):
             log_record.setdefault("error.message", str(exc))
             # json.dumps escapes the newlines, so the whole traceback stays on one line.
             log_record["error.stack_trace"] = self.formatException(record.exc_info)
-        for key in [k for k, v in log_record.items() if v is None]:
-            del log_record[key]
+        if None in log_record.values():
+            log_record = {k: v for k, v in log_record.items() if v is not None}
+        return _encode(log_record)
 
 
 class _StdoutHandler(logging.StreamHandler):

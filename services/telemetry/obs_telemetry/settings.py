@@ -1,8 +1,9 @@
 """Typed environment-variable readers, and the settings every service shares.
 
 Reads: LOG_LEVEL, HEALTH_FAILURE_RATE, SLOW_TIMEOUT_RATE, SLOW_MAX_DELAY_SECONDS,
-SLOW_TIMEOUT_SECONDS, CHAOS_CRASH_ENABLED (see README for defaults). Each service adds
-its own variables on top through the same readers, so a bad value always fails at
+SLOW_TIMEOUT_SECONDS, CHAOS_CRASH_ENABLED, TELEMETRY_SIGNALS, TELEMETRY_INSTRUMENTATION (see
+README for defaults).
+Each service adds its own variables on top through the same readers, so a bad value always fails at
 start-up with a message naming the variable instead of a stack trace mid-request.
 """
 
@@ -15,6 +16,7 @@ from collections.abc import Mapping
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 _LOG_LEVELS = {"debug", "info", "warning", "error", "critical"}
+SIGNALS = frozenset({"metrics", "traces", "logs"})
 
 # gunicorn kills a worker that is silent for `timeout` (30 s in gunicorn_conf); every
 # deliberate sleep must stay well below it or /slow would look like a hung worker.
@@ -88,6 +90,32 @@ def env_int(
     return value
 
 
+def env_signals(environ: Mapping[str, str], name: str = "TELEMETRY_SIGNALS") -> frozenset[str]:
+    """The telemetry signals switched on: a comma list of metrics, traces, logs, or none.
+
+    `make bench` measures each signal alone and the bare app (none) with the same code;
+    in production all three stay on (the default).
+    """
+    raw = env_str(environ, name, "metrics,traces,logs").lower()
+    if raw == "none":
+        return frozenset()
+    chosen = frozenset(part.strip() for part in raw.split(",") if part.strip())
+    unknown = chosen - SIGNALS
+    if unknown or not chosen:
+        raise ConfigError(
+            f"{name}={raw!r}: use a comma list of {', '.join(sorted(SIGNALS))}, or none"
+        )
+    return chosen
+
+
+def env_instrumentation(environ: Mapping[str, str]) -> str:
+    """lean (our cheaper span recording and encoding) or upstream (OpenTelemetry's own)."""
+    value = env_str(environ, "TELEMETRY_INSTRUMENTATION", "lean").lower()
+    if value not in ("lean", "upstream"):
+        raise ConfigError(f"TELEMETRY_INSTRUMENTATION={value!r}: use lean or upstream")
+    return value
+
+
 def common_settings(environ: Mapping[str, str] | None = None) -> dict:
     """Settings shared by every service, as Flask config keys."""
     env = os.environ if environ is None else environ
@@ -105,6 +133,8 @@ def common_settings(environ: Mapping[str, str] | None = None) -> dict:
             env, "SLOW_TIMEOUT_SECONDS", 2.0, minimum=0, maximum=MAX_SLEEP_SECONDS
         ),
         "CHAOS_CRASH_ENABLED": env_bool(env, "CHAOS_CRASH_ENABLED", False),
+        "TELEMETRY_SIGNALS": env_signals(env),
+        "TELEMETRY_INSTRUMENTATION": env_instrumentation(env),
         # Flask answers 413 above this; our largest legitimate body is a small order.
         "MAX_CONTENT_LENGTH": 64 * 1024,
     }

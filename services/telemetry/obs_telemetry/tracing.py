@@ -5,7 +5,9 @@ Reads the standard variables, through the SDK itself where it can:
   OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (OTLP over HTTP,
   default http://localhost:4318), OTEL_EXPORTER_OTLP_TIMEOUT, OTEL_TRACES_EXPORTER
   (otlp, or none: spans and trace ids without export), OTEL_TRACES_SAMPLER(_ARG),
-  OTEL_BSP_* (batch size, queue size, delay) and OTEL_SDK_DISABLED.
+  OTEL_BSP_* (batch size, queue size, delay) and OTEL_SDK_DISABLED; TELEMETRY_SIGNALS
+  without "traces" switches tracing off as OTEL_SDK_DISABLED does;
+  TELEMETRY_INSTRUMENTATION=upstream exports with the SDK's own OTLP encoder.
 
 Spans leave through a BatchSpanProcessor: the request thread only appends to a bounded
 queue, so an unreachable Jaeger costs dropped spans, never a slow or failed request.
@@ -23,7 +25,14 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
-from .settings import ConfigError, env_bool, env_float, env_str
+from .settings import (
+    ConfigError,
+    env_bool,
+    env_float,
+    env_instrumentation,
+    env_signals,
+    env_str,
+)
 
 # Default of OTEL_EXPORTER_OTLP_TIMEOUT, which bounds one export attempt: a Jaeger that
 # never answers holds the batch thread (never a request thread) for 5 s at a time.
@@ -37,7 +46,7 @@ log = logging.getLogger("obs_telemetry.tracing")
 
 def tracing_disabled(environ: Mapping[str, str] | None = None) -> bool:
     env = os.environ if environ is None else environ
-    return env_bool(env, "OTEL_SDK_DISABLED", False)
+    return env_bool(env, "OTEL_SDK_DISABLED", False) or "traces" not in env_signals(env)
 
 
 def build_resource(default_service_name: str, version: str) -> Resource:
@@ -87,9 +96,16 @@ def build_tracer_provider(
         # Imported here so that importing this module costs nothing when tracing is off.
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
+        from .otlp_encoding import FastOTLPSpanExporter
+
         timeout = env_float(env, "OTEL_EXPORTER_OTLP_TIMEOUT", _DEFAULT_EXPORT_TIMEOUT_S * 1000)
+        # The SDK's OTLP/HTTP exporter, by default with a cheaper encoder of the same
+        # message (otlp_encoding.py).
+        exporter_class = (
+            OTLPSpanExporter if env_instrumentation(env) == "upstream" else FastOTLPSpanExporter
+        )
         # The variable is in milliseconds per the specification; the exporter wants seconds.
-        exporter = OTLPSpanExporter(timeout=timeout / 1000.0)
+        exporter = exporter_class(timeout=timeout / 1000.0)
     provider.add_span_processor(BatchSpanProcessor(exporter))
     return provider
 

@@ -1,0 +1,129 @@
+"""ServerSpans exports the spans opentelemetry-instrumentation-flask would, request for
+request: same names, kinds, scope, attributes, status, events and parents."""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import CollectorRegistry
+
+import backend
+import frontend
+from tests.conftest import QUIET
+
+TRACE_ID, PARENT_ID = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+TRACED = {"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01", "tracestate": "vendor=x,other=y"}
+
+BACKEND_REQUESTS = [
+    ("GET", "/api/items/2?x=1", TRACED | {"User-Agent": "curl/8.0"}, None),
+    ("GET", "/api/items/99", {}, None),
+    ("GET", "/api/items/abc", {}, None),
+    ("GET", "/nope/deeper", {"traceparent": "garbage"}, None),
+    ("GET", "/error?type=database_error", TRACED, None),
+    ("GET", "/error?type=permission_error", {}, None),
+    ("BREW", "/api/items", {}, None),
+    ("DELETE", "/api/items", {}, None),
+    ("HEAD", "/api/items", {}, None),
+    ("OPTIONS", "/", {}, None),
+    ("POST", "/api/orders", {"Content-Type": "application/json"}, b'{"item_id": 1, "quantity": 3}'),
+    ("POST", "/api/orders", {"Content-Type": "application/json"}, b"[1, 2]"),
+    ("GET", "/metrics", TRACED, None),
+    ("GET", "/metrics/", {}, None),
+    ("GET", "/livez", {}, None),
+    ("GET", "/readyz?x=1", {}, None),
+    ("GET", "/stats", {}, None),
+    ("GET", "/slow?delay=abc", {}, None),
+]
+FRONTEND_REQUESTS = [
+    ("GET", "/items/2", TRACED, None),
+    ("GET", "/items/42", {}, None),
+    ("GET", "/error?type=timeout_error", {}, None),
+    ("POST", "/orders", {"Content-Type": "application/json"}, b'{"item_id": 9, "quantity": 1}'),
+    ("GET", "/slow?delay=-1", {}, None),
+    ("PUT", "/", {}, None),
+]
+
+
+def normalized(span) -> tuple:
+    attributes = dict(span.attributes)
+    # The test client's ephemeral port differs between the two runs.
+    if "net.peer.port" in attributes:
+        attributes["net.peer.port"] = "<port>"
+    events = []
+    for event in span.events:
+        fields = dict(event.attributes)
+        # Same exception, raised through the same code; only frame details may differ.
+        fields.pop("exception.stacktrace", None)
+        events.append((event.name, tuple(sorted(fields.items()))))
+    parent = span.parent
+    scope = span.instrumentation_scope
+    return (
+        span.name,
+        span.kind,
+        (scope.name, scope.version, scope.schema_url),
+        tuple(sorted(attributes.items(), key=lambda kv: kv[0])),
+        (span.status.status_code, span.status.description),
+        tuple(events),
+        None
+        if parent is None
+        else (parent.is_remote, format(parent.span_id, "016x") if parent.is_remote else "local"),
+        format(span.context.trace_id, "032x") == TRACE_ID,
+        span.start_time <= span.end_time,
+    )
+
+
+def spans_for(module, requests, mode: str, backend_url: str | None = None) -> list[tuple]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    config = dict(QUIET, TELEMETRY_INSTRUMENTATION=mode)
+    if backend_url:
+        config["BACKEND_URL"] = backend_url
+    app = module.create_app(config, registry=CollectorRegistry(), tracer_provider=provider)
+    client = app.test_client()
+    for method, path, headers, body in requests:
+        client.open(path, method=method, headers=headers, data=body)
+    if "backend_client" in app.extensions:
+        app.extensions["backend_client"].close()
+    provider.shutdown()
+    return [normalized(span) for span in exporter.get_finished_spans()]
+
+
+def test_backend_spans_match_the_upstream_instrumentation():
+    lean = spans_for(backend, BACKEND_REQUESTS, "lean")
+    upstream = spans_for(backend, BACKEND_REQUESTS, "upstream")
+    # Scrapes and probes make no span; everything else makes exactly one.
+    assert len(upstream) == len(BACKEND_REQUESTS) - 4
+    assert lean == upstream
+
+
+def test_frontend_spans_match_the_upstream_instrumentation(backend_server):
+    lean = spans_for(frontend, FRONTEND_REQUESTS, "lean", backend_server.url)
+    upstream = spans_for(frontend, FRONTEND_REQUESTS, "upstream", backend_server.url)
+    assert len(upstream) >= len(FRONTEND_REQUESTS) + 3  # server spans plus client spans
+    assert lean == upstream
+
+
+def test_the_comparison_notices_a_difference():
+    lean = spans_for(backend, BACKEND_REQUESTS[:3], "lean")
+    upstream = spans_for(backend, BACKEND_REQUESTS[1:4], "upstream")
+    assert lean != upstream
+    assert spans_for(backend, BACKEND_REQUESTS[:1], "lean")[0][0] == "GET /api/items/<int:item_id>"
+
+
+@pytest.mark.parametrize("mode", ["lean", "upstream"])
+def test_the_server_span_is_current_while_the_view_runs(mode, backend_server):
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    app = frontend.create_app(
+        dict(QUIET, TELEMETRY_INSTRUMENTATION=mode, BACKEND_URL=backend_server.url),
+        registry=CollectorRegistry(),
+        tracer_provider=provider,
+    )
+    app.test_client().get("/items/1", headers=TRACED)
+    app.extensions["backend_client"].close()
+    spans = {span.kind.name: span for span in exporter.get_finished_spans()}
+    assert spans["CLIENT"].parent.span_id == spans["SERVER"].context.span_id
