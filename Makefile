@@ -9,7 +9,7 @@ VENV := $(shell scripts/bootstrap.sh --print-venv)
 PY := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: help bootstrap bootstrap-python services demo mail test test-e2e lint format lock clean
+.PHONY: help bootstrap bootstrap-python bootstrap-images test-images services demo mail test test-e2e lint format lock clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -19,6 +19,9 @@ bootstrap: ## Install everything (Python venv, Prometheus, Alertmanager, Jaeger,
 
 bootstrap-python: ## Install only the Python environment
 	scripts/bootstrap.sh python
+
+bootstrap-images: ## Install podman and the base image the service images build on (a local stand-in if no registry)
+	scripts/bootstrap.sh images
 
 services: bootstrap-python ## Run frontend (:5000) and backend (:5001) in the foreground until Ctrl-C
 	PYTHONPATH=scripts $(PY) -m stack services
@@ -33,11 +36,14 @@ lint: bootstrap-python ## ruff lint and format check
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-test: bootstrap lint ## Every test: unit, integration, config checks, e2e against the real backends
+test: bootstrap bootstrap-images lint ## Every test: unit, integration, config checks, e2e against the real backends
 	CI=$${CI:-} $(PYTEST) tests
 
 test-e2e: bootstrap ## Only the end-to-end tests against the real backends
 	$(PYTEST) -m e2e tests
+
+test-images: bootstrap-python bootstrap-images ## Only the image tests: build and run both service images with podman
+	CI=$${CI:-} $(PYTEST) -m images tests
 
 format: bootstrap-python ## Apply ruff's formatting and safe fixes
 	$(PY) -m ruff format .
