@@ -55,8 +55,9 @@ class BuiltImage:
     user: str
 
 
-# Filled by the `images` fixture, printed at the end of the run.
+# Filled by the fixtures, printed at the end of the run.
 BUILT: list[BuiltImage] = []
+BASE: list[str] = []
 
 
 @pytest.fixture(scope="session")
@@ -67,7 +68,15 @@ def podman() -> podman_support.Podman:
     image = base_image()
     if not podman_support.Podman(executable).image_exists(image):
         missing(f"the base image {image} is not in podman's storage")
-    return podman_support.detect(executable, image)
+    podman = podman_support.detect(executable, image)
+    # scripts/bootstrap.sh labels its local stand-in; a pulled official image has no label.
+    standin = podman.inspect_image(image, '{{index .Labels "io.obs-stack.standin.python"}}')
+    kind = (
+        "official" if standin in ("", "<no value>") else f"LOCAL STAND-IN, Debian python3 {standin}"
+    )
+    runtime = f", OCI runtime {podman.runtime}" if podman.runtime else ""
+    BASE.append(f"base {image} ({kind}){runtime}")
+    return podman
 
 
 @pytest.fixture(scope="session")
@@ -112,6 +121,8 @@ def images(podman, run_id):
 def pytest_terminal_summary(terminalreporter):
     if BUILT:
         terminalreporter.section("service images (podman)")
+        for line in BASE:
+            terminalreporter.write_line(line)
         for image in BUILT:
             terminalreporter.write_line(
                 f"{image.service}: {image.size_bytes / 1e6:.0f} MB, "
