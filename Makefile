@@ -9,7 +9,7 @@ VENV := $(shell scripts/bootstrap.sh --print-venv)
 PY := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: help bootstrap bootstrap-python bootstrap-images test-images services demo mail test test-e2e lint format lock clean
+.PHONY: help bootstrap bootstrap-python bootstrap-images test-images up status open down services demo mail test test-e2e lint format lock clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -54,6 +54,18 @@ lock: bootstrap-python ## Re-resolve the pinned dependency locks
 	  services/requirements.in -o services/requirements.lock
 	$(PY) -m uv pip compile --quiet --python-version 3.11 --generate-hashes \
 	  requirements/dev.in -o requirements/dev.lock
+
+up: bootstrap-python ## Deploy to Minikube (starts it, builds the images); UP_ARGS="--skip-minikube --registry R" for another cluster
+	PYTHONPATH=scripts $(PY) -m k8s up $(UP_ARGS)
+
+status: bootstrap-python ## What of the Kubernetes deployment runs and what is not ready (exit 1 if anything is not)
+	PYTHONPATH=scripts $(PY) -m k8s status $(UP_ARGS)
+
+open: bootstrap-python ## Port-forward the UIs (Grafana, Kibana, Jaeger, ...) to 127.0.0.1 until Ctrl-C
+	PYTHONPATH=scripts $(PY) -m k8s open $(UP_ARGS)
+
+down: bootstrap-python ## Remove everything `make up` deployed, and nothing else
+	PYTHONPATH=scripts $(PY) -m k8s down $(UP_ARGS)
 
 clean: ## Remove local run state (.run/); the install cache stays
 	rm -rf .run
