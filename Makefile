@@ -9,7 +9,7 @@ VENV := $(shell scripts/bootstrap.sh --print-venv)
 PY := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: help bootstrap bootstrap-python services demo mail test test-e2e lint format lock clean views bench
+.PHONY: help bootstrap bootstrap-python bootstrap-images test-images up status open down services demo mail test test-e2e lint format lock clean views bench
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -19,6 +19,9 @@ bootstrap: ## Install everything (Python venv, Prometheus, Alertmanager, Jaeger,
 
 bootstrap-python: ## Install only the Python environment
 	scripts/bootstrap.sh python
+
+bootstrap-images: ## Install podman and the base image the service images build on (a local stand-in if no registry)
+	scripts/bootstrap.sh images
 
 services: bootstrap-python ## Run frontend (:5000) and backend (:5001) in the foreground until Ctrl-C
 	PYTHONPATH=scripts $(PY) -m stack services
@@ -33,7 +36,7 @@ lint: bootstrap-python ## ruff lint and format check
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-test: bootstrap lint ## Every test: unit, integration, config checks, e2e against the real backends
+test: bootstrap bootstrap-images lint ## Every test: unit, integration, config checks, e2e against the real backends
 	CI=$${CI:-} $(PYTEST) tests
 
 test-e2e: bootstrap ## Only the end-to-end tests against the real backends
@@ -42,6 +45,9 @@ test-e2e: bootstrap ## Only the end-to-end tests against the real backends
 bench: ## Telemetry cost vs the bare app (wrk, real Jaeger): docs/benchmarks.{json,md,png}; ~7 min
 	scripts/bootstrap.sh bench
 	PYTHONPATH=scripts:. $(PY) -m bench all docs/benchmarks.json
+
+test-images: bootstrap-python bootstrap-images ## Only the image tests: build and run both service images with podman
+	CI=$${CI:-} $(PYTEST) -m images tests
 
 format: bootstrap-python ## Apply ruff's formatting and safe fixes
 	$(PY) -m ruff format .
@@ -55,6 +61,18 @@ lock: bootstrap-python ## Re-resolve the pinned dependency locks
 
 views: bootstrap-python ## Regenerate Grafana dashboards and Kibana saved objects (scripts/views/)
 	PYTHONPATH=scripts $(PY) -m views
+
+up: bootstrap-python ## Deploy to Minikube (starts it, builds the images); UP_ARGS="--skip-minikube --registry R" for another cluster
+	PYTHONPATH=scripts $(PY) -m k8s up $(UP_ARGS)
+
+status: bootstrap-python ## What of the Kubernetes deployment runs and what is not ready (exit 1 if anything is not)
+	PYTHONPATH=scripts $(PY) -m k8s status $(UP_ARGS)
+
+open: bootstrap-python ## Port-forward the UIs (Grafana, Kibana, Jaeger, ...) to 127.0.0.1 until Ctrl-C
+	PYTHONPATH=scripts $(PY) -m k8s open $(UP_ARGS)
+
+down: bootstrap-python ## Remove everything `make up` deployed, and nothing else
+	PYTHONPATH=scripts $(PY) -m k8s down $(UP_ARGS)
 
 clean: ## Remove local run state (.run/); the install cache stays
 	rm -rf .run

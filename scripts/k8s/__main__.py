@@ -1,0 +1,409 @@
+"""Command line of the Kubernetes deployment: preflight, up, status, open, down.
+
+Usage: python -m k8s {preflight,up,status,open,down} [options]   (scripts/ on the path)
+Reads OBS_K8S_CONTEXT (kubectl context), OBS_MINIKUBE_PROFILE (default minikube), and
+the Secret variables of k8s/secrets.py. Exit status: 0 done, 1 failed (with a message
+naming what and why, never a traceback), 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from stack.wait import PollTimeout, poll_until, port_in_use
+
+from . import resources, rollout
+from .contract import IMAGES, SELECTOR, UIS, WORKLOAD_KINDS
+from .kubectl import DeployError, Kubectl, require_tool, run_tool
+from .secrets import ensure_secrets, not_in_table
+
+REPO = Path(__file__).resolve().parents[2]
+MINIKUBE_HINT = "Install it: https://minikube.sigs.k8s.io/docs/start/ (or use --skip-minikube)."
+KUBECTL_HINT = (
+    "Install it: https://kubernetes.io/docs/tasks/tools/ (`minikube kubectl` also works)."
+)
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+def image_tag(service: str) -> str:
+    """The services' version (their pyproject.toml) tags their images."""
+    text = (REPO / "services" / service / "pyproject.toml").read_text()
+    return next(
+        line.split("=", 1)[1].strip().strip('"')
+        for line in text.splitlines()
+        if line.startswith("version")
+    )
+
+
+def render(kubectl: Kubectl, manifests: Path) -> str:
+    return kubectl.run("kustomize", str(manifests), timeout=120).stdout
+
+
+def workloads_in(render_yaml: str) -> set[tuple[str, str, str]]:
+    return {
+        (d["kind"], d["metadata"].get("namespace", "default"), d["metadata"]["name"])
+        for d in yaml.safe_load_all(render_yaml)
+        if d and d.get("kind") in WORKLOAD_KINDS
+    }
+
+
+class Deployment:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.profile = args.profile
+        self.manifests = Path(args.manifests).resolve()
+        kubectl = require_tool("kubectl", KUBECTL_HINT)
+        self.minikube = None if args.skip_minikube else require_tool("minikube", MINIKUBE_HINT)
+        # Minikube names its kubectl context after the profile.
+        context = args.context or (None if args.skip_minikube else self.profile)
+        self.kubectl = Kubectl(kubectl, context)
+        if not (self.manifests / "kustomization.yaml").exists():
+            raise DeployError(f"no kustomization.yaml in {self.manifests}")
+
+    # --- preflight -------------------------------------------------------------------
+    def preflight(self) -> resources.Sizing | None:
+        render_yaml = render(self.kubectl, self.manifests)
+        unknown = not_in_table(render_yaml)
+        if unknown:
+            raise DeployError(
+                "k8s/ refers to Secrets that `make up` does not create (scripts/k8s/secrets.py,"
+                " SECRETS): " + ", ".join(unknown)
+            )
+        if self.minikube:
+            needs = resources.render_needs(render_yaml, nodes=1)
+            sizing = resources.minikube_sizing(needs)
+            say(f"Resources the stack needs on Minikube:\n{indent(sizing.explanation)}")
+            profile = self.minikube_profile()
+            if profile and profile.get("Status") == "Running":
+                self.check_profile(profile["Config"], sizing)
+            return sizing
+        nodes = self.kubectl.json("get", "nodes")["items"]
+        pods = self.kubectl.json("get", "pods", "--all-namespaces")["items"]
+        needs = resources.render_needs(render_yaml, nodes=max(1, len(nodes)))
+        problems = resources.cluster_shortfall(needs, nodes, pods)
+        if problems:
+            raise DeployError("the cluster is too small:\n" + indent("\n".join(problems)))
+        say(
+            f"Cluster check: the stack requests {needs.cpu_m:.0f}m CPU and "
+            f"{resources.mib(needs.memory)} (+{resources.HEADROOM_PERCENT}% headroom): it fits."
+        )
+        return None
+
+    def minikube_profile(self) -> dict | None:
+        result = run_tool([self.minikube, "profile", "list", "-o", "json"], 60, "minikube")
+        for profile in json.loads(result.stdout or "{}").get("valid") or []:
+            if profile.get("Name") == self.profile:
+                return profile
+        return None
+
+    def check_profile(self, config: dict, sizing: resources.Sizing) -> None:
+        short = [
+            f"{what}: has {have}, needs {need}"
+            for what, have, need in (
+                ("CPUs", config.get("CPUs", 0), sizing.cpus),
+                ("memory (MB)", config.get("Memory", 0), sizing.memory_mb),
+                ("disk (MB)", config.get("DiskSize", 0), sizing.disk_mb),
+            )
+            if have < need
+        ]
+        if short:
+            raise DeployError(
+                f"the running Minikube profile {self.profile!r} is too small: "
+                + "; ".join(short)
+                + f"\nRecreate it: minikube delete -p {self.profile} && make up"
+                + " (this deletes everything in that cluster)"
+            )
+        say(f"Minikube profile {self.profile!r} is running and big enough.")
+
+    # --- up --------------------------------------------------------------------------
+    def up(self) -> None:
+        started = time.monotonic()
+        sizing = self.step("preflight", self.preflight)
+        if self.minikube:
+            self.step("minikube", lambda: self.start_minikube(sizing))
+        if self.args.registry:
+            say(f"Images from {self.args.registry} (not built here).")
+        elif self.args.skip_build:
+            say("Image build skipped (--skip-build): the images must already be on the nodes.")
+        elif self.minikube:
+            self.step("images", self.build_images)
+        else:
+            raise DeployError(
+                "on a cluster other than Minikube, name the registry that holds the images "
+                "(--registry REGISTRY) or pass --skip-build if the nodes already have them"
+            )
+        with self.kustomization() as manifests:
+            render_yaml = render(self.kubectl, manifests)
+            self.step("namespaces", lambda: self.apply_namespaces(render_yaml))
+            self.step("secrets", lambda: ensure_secrets(self.kubectl, say, self.args.show_secrets))
+            self.step("apply", lambda: self.apply(manifests))
+            self.step(
+                "rollout",
+                lambda: rollout.wait_ready(
+                    self.kubectl, say, self.args.timeout, expected=workloads_in(render_yaml)
+                ),
+            )
+        say(f"obs-stack is up ({time.monotonic() - started:.0f} s).\n")
+        print_access(self.profile if self.minikube else None)
+
+    def step(self, name: str, action):
+        say(f"==> {name}")
+        start = time.monotonic()
+        result = action()
+        say(f"    {name}: ok ({time.monotonic() - start:.0f} s)")
+        return result
+
+    def start_minikube(self, sizing: resources.Sizing) -> None:
+        profile = self.minikube_profile()
+        if profile and profile.get("Status") == "Running":
+            return
+        say(
+            f"  minikube start -p {self.profile} --cpus {sizing.cpus} --memory "
+            f"{sizing.memory_mb} --disk-size {sizing.disk_mb}mb (several minutes the first time)"
+        )
+        run_tool(
+            [self.minikube, "start", "-p", self.profile, f"--cpus={sizing.cpus}",
+             f"--memory={sizing.memory_mb}", f"--disk-size={sizing.disk_mb}mb"],
+            900, "minikube start",
+        )  # fmt: skip
+
+    def build_images(self) -> None:
+        for image in IMAGES:
+            tag = f"{image.name}:{image_tag(image.service)}"
+            say(f"  minikube image build -t {tag} -f {image.dockerfile} services")
+            run_tool(
+                [self.minikube, "-p", self.profile, "image", "build", "-t", tag,
+                 "-f", image.dockerfile, str(REPO / "services")],
+                900, f"building {tag} in Minikube",
+            )  # fmt: skip
+
+    def kustomization(self):
+        """k8s/ itself, or an overlay that points the images at --registry."""
+        registry = self.args.registry
+        if not registry:
+            return _Fixed(self.manifests)
+        overlay = tempfile.TemporaryDirectory(prefix="obs-stack-overlay-")
+        images = [
+            {
+                "name": image.name,
+                "newName": f"{registry.rstrip('/')}/{image.name}",
+                "newTag": image_tag(image.service),
+            }
+            for image in IMAGES
+        ]
+        kustomization = {
+            "apiVersion": "kustomize.config.k8s.io/v1beta1",
+            "kind": "Kustomization",
+            "resources": [os.path.relpath(self.manifests, overlay.name)],
+            "images": images,
+        }
+        (Path(overlay.name) / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+        return _Overlay(overlay)
+
+    def apply(self, manifests: Path) -> None:
+        say(indent(self.kubectl.run("apply", "-k", str(manifests), timeout=300).stdout.strip()))
+
+    def apply_namespaces(self, render_yaml: str) -> None:
+        namespaces = [d for d in yaml.safe_load_all(render_yaml) if d and d["kind"] == "Namespace"]
+        if namespaces:
+            self.kubectl.run("apply", "-f", "-", stdin=yaml.safe_dump_all(namespaces), timeout=60)
+        say(f"  {', '.join(d['metadata']['name'] for d in namespaces) or 'none in the render'}")
+
+    # --- status, down, open ----------------------------------------------------------
+    def status(self) -> int:
+        workloads = rollout.list_workloads(self.kubectl)
+        if not workloads:
+            say(f"obs-stack is not deployed (nothing labelled {SELECTOR}).")
+            return 1
+        width = max(len(w.label) for w in workloads)
+        for w in workloads:
+            state = "ready" if w.done else ("FAILED" if w.failed else "NOT READY")
+            say(f"  {w.label:<{width}}  {w.ready}/{w.desired}  {state}")
+        not_ready = [w for w in workloads if not w.done]
+        for namespace in sorted({w.namespace for w in not_ready}):
+            for pod, reasons in rollout.pod_problems(self.kubectl, namespace).items():
+                say(f"  pod {pod} ({namespace}): {'; '.join(reasons)}")
+        say(
+            f"{len(workloads) - len(not_ready)}/{len(workloads)} workloads ready"
+            + (f"; not ready: {', '.join(w.name for w in not_ready)}" if not_ready else "")
+        )
+        return 1 if not_ready else 0
+
+    def down(self) -> None:
+        say(f"Deleting what {self.manifests.relative_to(REPO)} defines, and its Secrets ...")
+        timeout = int(self.args.timeout)
+        self.kubectl.run(
+            "delete", "-k", str(self.manifests), "--ignore-not-found", "--wait",
+            f"--timeout={timeout}s", timeout=timeout + 30,
+        )  # fmt: skip
+        self.kubectl.run(
+            "delete", "secrets", "--all-namespaces", "-l", SELECTOR, "--ignore-not-found",
+            timeout=60,
+        )  # fmt: skip
+        left = self.kubectl.run(
+            "get", "all,secrets,configmaps,pvc", "--all-namespaces", "-l", SELECTOR, "-o", "name"
+        ).stdout.split()
+        if left:
+            raise DeployError(f"still present after delete: {', '.join(left)}")
+        say("obs-stack removed.")
+
+    def open(self) -> None:
+        busy = [ui for ui in UIS if port_in_use(ui.port)]
+        if busy:
+            raise DeployError(
+                "local ports already in use: " + ", ".join(f"{ui.port} ({ui.title})" for ui in busy)
+            )
+        forwards = []
+        try:
+            for ui in UIS:
+                argv = self.kubectl.argv(
+                    ["port-forward", "-n", ui.namespace, f"svc/{ui.service}",
+                     f"{ui.port}:{ui.port}", "--address", "127.0.0.1"]
+                )  # fmt: skip
+                forwards.append(
+                    (
+                        ui,
+                        subprocess.Popen(
+                            argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+                        ),
+                    )
+                )
+            for ui, process in forwards:
+
+                def listening(ui=ui, process=process):
+                    if process.poll() is not None:
+                        raise DeployError(
+                            f"port-forward to {ui.title} exited: {process.stderr.read().strip()}"
+                        )
+                    return port_in_use(ui.port)
+
+                try:
+                    poll_until(listening, f"port-forward to {ui.title}", 20)
+                except PollTimeout as exc:
+                    raise DeployError(str(exc)) from None
+            print_access(None, forwarded=True)
+            say("Forwarding until Ctrl-C.")
+            while True:
+                for ui, process in forwards:
+                    if process.poll() is not None:
+                        raise DeployError(
+                            f"port-forward to {ui.title} stopped: {process.stderr.read().strip()}"
+                        )
+                time.sleep(1)
+        except KeyboardInterrupt:
+            say("Stopped forwarding.")
+        finally:
+            for _, process in forwards:
+                process.terminate()
+            for _, process in forwards:
+                try:
+                    process.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+
+
+class _Fixed:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __enter__(self) -> Path:
+        return self.path
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+class _Overlay:
+    def __init__(self, directory: tempfile.TemporaryDirectory) -> None:
+        self.directory = directory
+
+    def __enter__(self) -> Path:
+        return Path(self.directory.name)
+
+    def __exit__(self, *exc) -> None:
+        self.directory.cleanup()
+
+
+def print_access(profile: str | None, forwarded: bool = False) -> None:
+    if not forwarded:
+        say("Reach the UIs with `make open` (port-forwards until Ctrl-C), then:")
+    for ui in UIS:
+        say(f"  {ui.title:<24} http://127.0.0.1:{ui.port}{ui.path}")
+    say(
+        "Grafana's user and password: kubectl -n obs-monitoring get secret grafana-admin "
+        "-o jsonpath='{.data.admin-password}' | base64 -d"
+    )
+
+
+def indent(text: str) -> str:
+    return "\n".join(f"  {line}" for line in text.splitlines())
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m k8s", description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["preflight", "up", "status", "open", "down"])
+    parser.add_argument(
+        "--skip-minikube",
+        action="store_true",
+        help="use the current kubectl context instead of Minikube",
+    )
+    parser.add_argument("--skip-build", action="store_true", help="do not build the service images")
+    parser.add_argument("--registry", help="pull the service images from REGISTRY/obs-frontend:...")
+    parser.add_argument(
+        "--context",
+        default=os.environ.get("OBS_K8S_CONTEXT"),
+        help="kubectl context (default: Minikube's, or the current one)",
+    )
+    parser.add_argument("--profile", default=os.environ.get("OBS_MINIKUBE_PROFILE", "minikube"))
+    parser.add_argument("--manifests", default=str(REPO / "k8s"), help="kustomization directory")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=600,
+        help="seconds to wait for the rollout (up) or the deletion (down)",
+    )
+    parser.add_argument(
+        "--show-secrets",
+        action="store_true",
+        help="print the Secrets' values (never printed otherwise)",
+    )
+    return parser.parse_args(argv)  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(sys.argv[1:] if argv is None else argv)
+    try:
+        deployment = Deployment(args)
+        if args.command == "preflight":
+            deployment.preflight()
+        elif args.command == "up":
+            deployment.up()
+        elif args.command == "status":
+            return deployment.status()
+        elif args.command == "down":
+            deployment.down()
+        elif args.command == "open":
+            deployment.open()
+    except DeployError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""Every call to kubectl and minikube goes through here: bounded, and failing with a
+message that names the command and quotes its error. Reads no environment variables
+(kubectl itself reads KUBECONFIG).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class DeployError(Exception):
+    """A failure to report to the user as it is: a message, never a traceback."""
+
+
+def require_tool(name: str, hint: str) -> str:
+    path = shutil.which(name)
+    if not path:
+        raise DeployError(f"{name} is not installed or not on PATH. {hint}")
+    return path
+
+
+@dataclass(frozen=True)
+class Kubectl:
+    executable: str = "kubectl"
+    context: str | None = None
+
+    def argv(self, args: Sequence[str]) -> list[str]:
+        context = ["--context", self.context] if self.context else []
+        return [self.executable, *context, *args]
+
+    def run(
+        self,
+        *args: str,
+        stdin: str | None = None,
+        timeout: float = 60,
+        check: bool = True,
+    ) -> subprocess.CompletedProcess:
+        try:
+            result = subprocess.run(
+                self.argv(args),
+                input=stdin,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise DeployError(
+                f"`kubectl {' '.join(args)}` did not finish in {timeout:g} s"
+            ) from None
+        if check and result.returncode != 0:
+            raise DeployError(
+                f"`kubectl {' '.join(args)}` failed (exit {result.returncode}):\n"
+                f"{result.stderr.strip() or result.stdout.strip()}"
+            )
+        return result
+
+    def json(self, *args: str, timeout: float = 60) -> dict:
+        return json.loads(self.run(*args, "-o", "json", timeout=timeout).stdout)
+
+
+def run_tool(argv: Sequence[str], timeout: float, what: str) -> subprocess.CompletedProcess:
+    """Run another tool (minikube), streaming nothing, failing with its own message."""
+    try:
+        result = subprocess.run(
+            list(argv), capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise DeployError(f"{what} did not finish in {timeout:g} s (`{' '.join(argv)}`)") from None
+    if result.returncode != 0:
+        tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-20:])
+        raise DeployError(f"{what} failed (exit {result.returncode}): `{' '.join(argv)}`\n{tail}")
+    return result

@@ -1,0 +1,183 @@
+"""What the k8s/ render asks of a cluster, and whether a cluster has it.
+
+Reads no environment variables. The numbers: the sum of the render's resource
+requests (each pod's effective request: its containers' requests added up, or its
+largest init container's if that is larger; times replicas; DaemonSet pods once per
+node; a Job's pods times its parallelism), plus what Kubernetes' own pods request on a
+Minikube node, plus HEADROOM_PERCENT. Disk: the persistent volume claims plus room
+for images and the node's system.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+import yaml
+
+# What kubeadm's static pods and CoreDNS request on a one-node Minikube cluster
+# (kube-apiserver 250m, kube-controller-manager 200m, kube-scheduler 100m, etcd 100m and
+# 100Mi, CoreDNS 100m and 70Mi). Already running, and counted, on an existing cluster.
+MINIKUBE_SYSTEM_CPU_M = 750
+MINIKUBE_SYSTEM_MEMORY = 170 * 2**20
+# Scheduling is by requests, but pods use more than they request at start-up and the
+# node's OS and container runtime need memory outside Kubernetes' accounting.
+HEADROOM_PERCENT = 25
+MINIKUBE_OS_MEMORY = 1 * 2**30
+# Images of the whole stack (Elasticsearch and Kibana alone are about 1.5 GB each) and
+# the node's own system files.
+IMAGES_AND_SYSTEM_DISK = 12 * 2**30
+
+_SUFFIXES = {
+    "": 1,
+    "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+    "m": 10**-3,
+}  # fmt: skip
+_QUANTITY = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)([a-zA-Z]*)$")
+
+
+def quantity(value: str | int | float) -> float:
+    """A Kubernetes quantity ("250m", "1.5", "512Mi", "1e9") as a plain number."""
+    match = _QUANTITY.match(str(value).strip())
+    if not match or match.group(2) not in _SUFFIXES:
+        raise ValueError(f"not a Kubernetes quantity: {value!r}")
+    return float(match.group(1)) * _SUFFIXES[match.group(2)]
+
+
+@dataclass
+class Needs:
+    cpu_m: float = 0
+    memory: float = 0
+    storage: float = 0
+    # (kind/namespace/name, cpu_m, memory) of each workload, for the explanation.
+    parts: list[tuple[str, float, float]] = field(default_factory=list)
+
+
+def _requests(containers: list[dict]) -> tuple[float, float]:
+    cpu = memory = 0.0
+    for container in containers or []:
+        requests = (container.get("resources") or {}).get("requests") or {}
+        cpu += quantity(requests.get("cpu", 0)) * 1000
+        memory += quantity(requests.get("memory", 0))
+    return cpu, memory
+
+
+def pod_requests(pod_spec: dict) -> tuple[float, float]:
+    cpu, memory = _requests(pod_spec.get("containers", []))
+    for init in pod_spec.get("initContainers") or []:
+        init_cpu, init_memory = _requests([init])
+        cpu, memory = max(cpu, init_cpu), max(memory, init_memory)
+    return cpu, memory
+
+
+def render_needs(render_yaml: str, nodes: int = 1) -> Needs:
+    """What the objects in `kubectl kustomize k8s/` output request in total."""
+    needs = Needs()
+    for doc in yaml.safe_load_all(render_yaml):
+        if not doc:
+            continue
+        kind, spec = doc.get("kind"), doc.get("spec") or {}
+        meta = doc.get("metadata") or {}
+        label = f"{kind}/{meta.get('namespace', '-')}/{meta.get('name')}"
+        if kind in ("Deployment", "StatefulSet", "ReplicaSet"):
+            copies = spec.get("replicas", 1)
+        elif kind == "DaemonSet":
+            copies = nodes
+        elif kind == "Job":
+            copies = spec.get("parallelism", 1)
+        elif kind == "PersistentVolumeClaim":
+            needs.storage += quantity(spec["resources"]["requests"]["storage"])
+            continue
+        else:
+            continue
+        cpu, memory = pod_requests(spec["template"]["spec"])
+        needs.cpu_m += cpu * copies
+        needs.memory += memory * copies
+        needs.parts.append((label, cpu * copies, memory * copies))
+        for claim in spec.get("volumeClaimTemplates") or []:
+            storage = claim["spec"]["resources"]["requests"]["storage"]
+            needs.storage += quantity(storage) * copies
+    return needs
+
+
+@dataclass(frozen=True)
+class Sizing:
+    cpus: int
+    memory_mb: int
+    disk_mb: int
+    explanation: str
+
+
+def minikube_sizing(needs: Needs) -> Sizing:
+    """The Minikube node that fits the render, and how that was computed."""
+    factor = 1 + HEADROOM_PERCENT / 100
+    cpu_m = (needs.cpu_m + MINIKUBE_SYSTEM_CPU_M) * factor
+    memory = (needs.memory + MINIKUBE_SYSTEM_MEMORY) * factor + MINIKUBE_OS_MEMORY
+    disk = needs.storage + IMAGES_AND_SYSTEM_DISK
+    sizing = Sizing(
+        cpus=max(2, math.ceil(cpu_m / 1000)),
+        memory_mb=math.ceil(memory / 2**20 / 256) * 256,
+        disk_mb=math.ceil(disk / 2**20 / 1024) * 1024,
+        explanation="",
+    )
+    explanation = (
+        f"CPU: render requests {needs.cpu_m:.0f}m + Kubernetes system pods "
+        f"{MINIKUBE_SYSTEM_CPU_M}m, +{HEADROOM_PERCENT}% headroom = {cpu_m:.0f}m -> "
+        f"{sizing.cpus} CPUs\n"
+        f"memory: render requests {mib(needs.memory)} + system pods "
+        f"{mib(MINIKUBE_SYSTEM_MEMORY)}, +{HEADROOM_PERCENT}% headroom, + "
+        f"{mib(MINIKUBE_OS_MEMORY)} for the node's OS and runtime = {mib(memory)} -> "
+        f"{sizing.memory_mb} MB\n"
+        f"disk: volume claims {mib(needs.storage)} + {mib(IMAGES_AND_SYSTEM_DISK)} for "
+        f"images and system = {mib(disk)} -> {sizing.disk_mb} MB"
+    )
+    return Sizing(sizing.cpus, sizing.memory_mb, sizing.disk_mb, explanation)
+
+
+def cluster_shortfall(needs: Needs, nodes: list[dict], pods: list[dict]) -> list[str]:
+    """On an existing cluster: what the render's requests (+headroom) exceed, given the
+    Ready nodes' allocatable resources and what other pods already request."""
+    factor = 1 + HEADROOM_PERCENT / 100
+    ready = [n for n in nodes if _node_ready(n)]
+    alloc_cpu = sum(quantity(n["status"]["allocatable"]["cpu"]) * 1000 for n in ready)
+    alloc_mem = sum(quantity(n["status"]["allocatable"]["memory"]) for n in ready)
+    used_cpu = used_mem = 0.0
+    for pod in pods:
+        labels = pod["metadata"].get("labels") or {}
+        phase = pod.get("status", {}).get("phase")
+        if labels.get("app.kubernetes.io/part-of") == "obs-stack" or phase in (
+            "Succeeded",
+            "Failed",
+        ):
+            continue
+        cpu, memory = pod_requests(pod["spec"])
+        used_cpu, used_mem = used_cpu + cpu, used_mem + memory
+    problems = []
+    if not ready:
+        problems.append("no node is Ready")
+    free_cpu, free_mem = alloc_cpu - used_cpu, alloc_mem - used_mem
+    if needs.cpu_m * factor > free_cpu:
+        problems.append(
+            f"CPU: the stack requests {needs.cpu_m:.0f}m (+{HEADROOM_PERCENT}% = "
+            f"{needs.cpu_m * factor:.0f}m); the cluster has {free_cpu:.0f}m free "
+            f"({alloc_cpu:.0f}m allocatable on {len(ready)} Ready nodes, "
+            f"{used_cpu:.0f}m requested by other pods)"
+        )
+    if needs.memory * factor > free_mem:
+        problems.append(
+            f"memory: the stack requests {mib(needs.memory)} (+{HEADROOM_PERCENT}% = "
+            f"{mib(needs.memory * factor)}); the cluster has {mib(free_mem)} free "
+            f"({mib(alloc_mem)} allocatable, {mib(used_mem)} requested by other pods)"
+        )
+    return problems
+
+
+def _node_ready(node: dict) -> bool:
+    conditions = node.get("status", {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def mib(value: float) -> str:
+    return f"{value / 2**20:.0f} MiB"

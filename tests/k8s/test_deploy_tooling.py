@@ -1,0 +1,305 @@
+"""scripts/k8s (`make up`, `status`, `open`, `down`) without a cluster: resource sums,
+readiness rules, Secret values, the registry overlay (real `kubectl kustomize`), and
+the preflight's messages when tools are missing. The rollout against a real API server
+is tested where the control plane runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from k8s import resources, rollout
+from k8s import secrets as k8s_secrets
+from k8s.__main__ import Deployment, parse
+from k8s.contract import IMAGES
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def deployment(name, replicas, containers, init=None, kind="Deployment", **extra):
+    spec = {"template": {"spec": {"containers": containers, "initContainers": init or []}}}
+    if replicas is not None:
+        spec["replicas"] = replicas
+    spec.update(extra)
+    return {"kind": kind, "metadata": {"name": name, "namespace": "obs-apps"}, "spec": spec}
+
+
+def container(cpu=None, memory=None):
+    requests = {k: v for k, v in (("cpu", cpu), ("memory", memory)) if v is not None}
+    return {"name": "c", "resources": {"requests": requests}}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("250m", 0.25), ("2", 2), ("1.5", 1.5), ("512Mi", 512 * 2**20), ("1Gi", 2**30),
+     ("500M", 5e8), ("1e3", 1000), ("10Gi", 10 * 2**30)],
+)  # fmt: skip
+def test_quantities(text, expected):
+    assert resources.quantity(text) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("bad", ["512MiBs", "", "1.2.3x", "Gi"])
+def test_bad_quantities_are_refused(bad):
+    with pytest.raises(ValueError, match="quantity"):
+        resources.quantity(bad)
+
+
+def test_render_needs_sums_replicas_init_containers_daemonsets_and_volumes():
+    docs = [
+        deployment("frontend", 2, [container("100m", "128Mi"), container("50m", "64Mi")]),
+        # Init container bigger than the main one: it sets the pod's request.
+        deployment("backend", None, [container("100m", "128Mi")], init=[container("500m", "1Mi")]),
+        deployment("fluent-bit", None, [container("100m", "100Mi")], kind="DaemonSet"),
+        deployment(
+            "elasticsearch", 1, [container("1", "2Gi")], kind="StatefulSet",
+            volumeClaimTemplates=[{"spec": {"resources": {"requests": {"storage": "10Gi"}}}}],
+        ),
+        {"kind": "PersistentVolumeClaim", "metadata": {"name": "grafana"},
+         "spec": {"resources": {"requests": {"storage": "1Gi"}}}},
+        {"kind": "ConfigMap", "metadata": {"name": "x"}},
+    ]  # fmt: skip
+    needs = resources.render_needs(yaml.safe_dump_all(docs), nodes=3)
+    assert needs.cpu_m == pytest.approx(2 * 150 + 500 + 3 * 100 + 1000)
+    assert needs.memory == pytest.approx((2 * 192 + 128 + 3 * 100) * 2**20 + 2 * 2**30)
+    assert needs.storage == pytest.approx(11 * 2**30)
+
+
+def test_minikube_sizing_says_how_it_was_computed():
+    needs = resources.Needs(cpu_m=2000, memory=3 * 2**30, storage=10 * 2**30)
+    sizing = resources.minikube_sizing(needs)
+    # (2000 + 750) * 1.25 = 3438m; (3072 + 170) * 1.25 + 1024 = 5076 MiB -> 5120 MB.
+    assert (sizing.cpus, sizing.memory_mb) == (4, 5120)
+    assert sizing.disk_mb == 22 * 1024
+    assert "2000m" in sizing.explanation and "3438m" in sizing.explanation
+
+
+def node(cpu, memory, ready=True):
+    return {
+        "status": {
+            "allocatable": {"cpu": cpu, "memory": memory},
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+        }
+    }
+
+
+def pod(cpu, memory, labels=None, phase="Running"):
+    return {
+        "metadata": {"labels": labels or {}},
+        "spec": {"containers": [container(cpu, memory)]},
+        "status": {"phase": phase},
+    }
+
+
+def test_existing_cluster_fits_or_says_what_is_short():
+    needs = resources.Needs(cpu_m=1000, memory=2**30)
+    nodes = [node("2", "4Gi"), node("8", "64Gi", ready=False)]
+    assert resources.cluster_shortfall(needs, nodes, [pod("500m", "1Gi")]) == []
+    problems = resources.cluster_shortfall(needs, nodes, [pod("1500m", "1Gi")])
+    assert len(problems) == 1 and problems[0].startswith("CPU")
+    # Our own pods (a previous deploy) and finished pods do not count as used.
+    ours = pod("1500m", "3Gi", labels={"app.kubernetes.io/part-of": "obs-stack"})
+    assert (
+        resources.cluster_shortfall(needs, nodes, [ours, pod("2", "3Gi", phase="Succeeded")]) == []
+    )
+
+
+def obj(kind, spec=None, status=None, generation=1):
+    return {
+        "kind": kind,
+        "metadata": {"name": "x", "namespace": "obs-apps", "generation": generation},
+        "spec": spec or {},
+        "status": {"observedGeneration": 1, **(status or {})},
+    }
+
+
+def deploy(desired, replicas, updated, available, generation=1):
+    status = {"replicas": replicas, "updatedReplicas": updated, "availableReplicas": available}
+    return obj("Deployment", {"replicas": desired}, status, generation)
+
+
+def sts(ready, updated, current, update):
+    status = {"readyReplicas": ready, "updatedReplicas": updated}
+    status.update(currentRevision=current, updateRevision=update)
+    return obj("StatefulSet", {"replicas": 1}, status)
+
+
+def ds(desired, ready, updated, available):
+    status = {"desiredNumberScheduled": desired, "numberReady": ready}
+    status.update(updatedNumberScheduled=updated, numberAvailable=available)
+    return obj("DaemonSet", {}, status)
+
+
+@pytest.mark.parametrize(
+    ("workload", "done"),
+    [
+        (deploy(2, 2, 2, 2), True),
+        (deploy(2, 2, 2, 1), False),
+        # A new spec the controller has not seen yet is not "done", whatever the counts.
+        (deploy(1, 1, 1, 1, generation=2), False),
+        # An old ReplicaSet's pod still running.
+        (deploy(1, 2, 1, 1), False),
+        (sts(1, 1, "a", "a"), True),
+        (sts(1, 0, "a", "b"), False),
+        (ds(1, 1, 1, 1), True),
+        (ds(2, 1, 2, 1), False),
+        (obj("Job", {"completions": 1}, {"succeeded": 1}), True),
+        (obj("Job", {}, {"active": 1}), False),
+    ],
+)
+def test_workload_readiness_follows_rollout_status(workload, done):
+    assert rollout.workload_state(workload).done is done
+
+
+def test_a_failed_job_is_reported_as_failed():
+    condition = {"type": "Failed", "status": "True"}
+    condition.update(reason="BackoffLimitExceeded", message="gave up")
+    job = obj("Job", {}, {"failed": 7, "conditions": [condition]})
+    state = rollout.workload_state(job)
+    assert not state.done and state.failed == "BackoffLimitExceeded: gave up"
+
+
+def test_secret_values_come_from_env_then_cluster_then_default_then_random():
+    spec = k8s_secrets.SecretSpec("ns", "s", (
+        k8s_secrets.Key("a", "OBS_TEST_A"), k8s_secrets.Key("b", "OBS_TEST_B"),
+        k8s_secrets.Key("c", "OBS_TEST_C", default="fixed"), k8s_secrets.Key("d", "OBS_TEST_D"),
+        k8s_secrets.Key("e", same_as=("other", "t", "k")),
+    ))  # fmt: skip
+    values, sources = k8s_secrets.choose_values(
+        spec,
+        existing={"a": "old-a", "b": "old-b"},
+        environ={"OBS_TEST_A": "from-env"},
+        resolved={("other", "t", "k"): "shared"},
+        token=lambda n: f"random{n}",
+    )
+    assert values == {"a": "from-env", "b": "old-b", "c": "fixed", "d": "random24", "e": "shared"}
+    assert sources["a"] == "from $OBS_TEST_A" and sources["b"] == "kept"
+    assert sources["d"] == "random"
+
+
+def test_secret_table_is_consistent():
+    created = {(s.namespace, s.name, k.key) for s in k8s_secrets.SECRETS for k in s.keys}
+    for spec in k8s_secrets.SECRETS:
+        for key in spec.keys:
+            if key.same_as:
+                # Resolved in table order: the source must come first.
+                assert key.same_as in created
+    grafana = next(s for s in k8s_secrets.SECRETS if s.name == "grafana-admin")
+    password = next(k for k in grafana.keys if k.key == "admin-password")
+    assert password.default is None, "Grafana's password must be random unless given"
+
+
+class RecordingKubectl:
+    """Stands in for kubectl where these tests need no cluster: records every call."""
+
+    def __init__(self):
+        self.calls = []
+
+    def run(self, *args, stdin=None, timeout=60, check=True):
+        self.calls.append((args, stdin))
+        return subprocess.CompletedProcess(args, 0, "", "")
+
+
+def test_secrets_go_to_kubectl_on_stdin_and_never_to_the_terminal(capsys):
+    kubectl = RecordingKubectl()
+    environ = {"GRAFANA_ADMIN_PASSWORD": "s3cret-from-env"}
+    k8s_secrets.ensure_secrets(kubectl, print, environ=environ)
+    out = capsys.readouterr().out
+    applied = [json.loads(stdin) for args, stdin in kubectl.calls if args[0] == "apply"]
+    assert {(m["metadata"]["namespace"], m["metadata"]["name"]) for m in applied} == {
+        (s.namespace, s.name) for s in k8s_secrets.SECRETS
+    }
+    assert all(m["metadata"]["labels"]["app.kubernetes.io/part-of"] == "obs-stack" for m in applied)
+    assert "s3cret-from-env" not in out
+    assert all("s3cret" not in " ".join(args) for args, _ in kubectl.calls)
+    assert "admin-password: from $GRAFANA_ADMIN_PASSWORD" in out
+    k8s_secrets.ensure_secrets(RecordingKubectl(), print, show=True, environ=environ)
+    assert "s3cret-from-env" in capsys.readouterr().out
+
+
+def test_render_secret_references_must_be_in_the_table():
+    def env(secret, key, **extra):
+        return {"name": "V", "valueFrom": {"secretKeyRef": {"name": secret, "key": key, **extra}}}
+
+    grafana = {
+        "name": "g",
+        "env": [
+            env("grafana-admin", "admin-password"),
+            env("grafana-admin", "typo"),
+            env("nope", "k", optional=True),
+        ],
+        "envFrom": [{"secretRef": {"name": "unknown-secret"}}],
+    }
+    docs = [deployment("grafana", 1, [grafana])]
+    docs[0]["metadata"]["namespace"] = "obs-monitoring"
+    problems = k8s_secrets.not_in_table(yaml.safe_dump_all(docs))
+    assert problems == [
+        "key 'typo' of Secret obs-monitoring/grafana-admin",
+        "Secret obs-monitoring/unknown-secret",
+    ]
+
+
+def kubectl_or_skip() -> str:
+    found = shutil.which("kubectl")
+    if found:
+        return found
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail("kubectl is not installed (CI=true: a missing tool is a failure)")
+    pytest.skip("kubectl is not installed")
+
+
+def test_registry_overlay_renames_the_service_images(tmp_path):
+    kubectl_or_skip()
+    base = tmp_path / "k8s"
+    base.mkdir()
+    (base / "kustomization.yaml").write_text("resources: [app.yaml]\n")
+    (base / "app.yaml").write_text(yaml.safe_dump_all([
+        deployment(image.service, 1, [{"name": "app", "image": f"{image.name}:1.0.0"}])
+        for image in IMAGES
+    ]))  # fmt: skip
+    args = parse(["up", "--skip-minikube", "--registry", "registry.example:5000/team/",
+                  "--manifests", str(base)])  # fmt: skip
+    with Deployment(args).kustomization() as overlay:
+        rendered = subprocess.run(
+            ["kubectl", "kustomize", str(overlay)], capture_output=True, text=True, check=True
+        ).stdout
+    images = sorted(
+        d["spec"]["template"]["spec"]["containers"][0]["image"]
+        for d in yaml.safe_load_all(rendered)
+    )
+    assert images == [
+        "registry.example:5000/team/obs-backend:1.0.0",
+        "registry.example:5000/team/obs-frontend:1.0.0",
+    ]
+
+
+def run_cli(*args, path: str):
+    env = {**os.environ, "PATH": path, "PYTHONPATH": str(REPO / "scripts")}
+    return subprocess.run(
+        [sys.executable, "-m", "k8s", *args], capture_output=True, text=True, env=env,
+        timeout=60, cwd=REPO,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "tool"),
+    [(["up"], "minikube"), (["up", "--skip-minikube"], "kubectl"), (["status"], "kubectl")],
+)
+def test_missing_tools_give_a_clear_message_and_exit_1(tmp_path, args, tool):
+    # An empty PATH directory, plus a kubectl when only minikube should be missing.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    if tool == "minikube":
+        (bin_dir / "kubectl").write_text("#!/bin/sh\nexit 0\n")
+        (bin_dir / "kubectl").chmod(0o755)
+    result = run_cli(*args, path=str(bin_dir))
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"error: {tool} is not installed")
+    assert "Traceback" not in result.stderr + result.stdout
