@@ -40,7 +40,7 @@ def log_lines(process) -> list[dict]:
 
 
 class BlackHole:
-    """Accepts connections, reads what it is sent, never answers."""
+    """Accepts connections and never reads or answers: the client's request just hangs."""
 
     def __init__(self) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
