@@ -175,6 +175,11 @@ def _common_problems(entry: str, files: dict[str, str], state_dir: str) -> list[
             "indexed already gets only 409s, never counts as delivered, and is "
             "retried for ever (Retry_Limit unlimited)"
         )
+    if output.get("buffer_size", "512KB").lower() != "false":
+        problems.append(
+            f"{entry}: es Buffer_Size {output.get('buffer_size', '512KB')}: a bulk reply "
+            "longer than that is cut, judged failed, and its chunk retried for ever"
+        )
     if not output.get("storage.total_limit_size"):
         problems.append(f"{entry}: es storage.total_limit_size unset: disk use unbounded")
     return problems

@@ -168,6 +168,7 @@ MUTATIONS = [
     ("output-elasticsearch.conf", "Suppress_Type_Name On", "Suppress_Type_Name Off", "_type"),
     ("output-elasticsearch.conf", "Retry_Limit        False", "Retry_Limit        5", "outage"),
     ("output-elasticsearch.conf", "storage.total_limit_size 1G", "", "total_limit_size"),
+    ("output-elasticsearch.conf", "Buffer_Size        False", "Buffer_Size 512KB", "cut"),
 ]
 
 

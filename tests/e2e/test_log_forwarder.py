@@ -196,3 +196,33 @@ def test_pod_labels_with_dots_conflict_when_mapped(es, local_stack):
     assert kept["result"] == "created"
     mapping = es.indices.get_mapping(index=kept["_index"])[kept["_index"]]["mappings"]
     assert "labels" not in mapping["properties"]["kubernetes"]["properties"]
+
+
+def test_the_bulk_reply_for_a_full_chunk_exceeds_the_default_buffer_size(es, local_stack):
+    """Why output-elasticsearch.conf says Buffer_Size False: Fluent Bit's chunks hold
+    about 2 MB of records, and the real reply to a bulk request of that size is longer
+    than the es output's default 512KB response buffer. A cut reply is not valid JSON;
+    elasticsearch_error_check then accepts it only if it contains the literal
+    "errors":false,"items":[, which Elasticsearch 8 does not write (it puts "took"
+    between them), so the chunk would be retried for ever."""
+    trace_id = secrets.token_hex(16)
+    now = datetime.now(UTC)
+    index = f"obs-logs-{now:%Y.%m.%d}"
+    lines = []
+    while sum(map(len, lines)) < 2_000_000:
+        lines.append(line(trace_id, f"GET /items/{len(lines)} 200"))
+    body = b"".join(
+        json.dumps({"index": {"_index": index}}).encode() + b"\n" + raw for raw in lines
+    )
+    response = httpx.post(
+        f"{local_stack.url('elasticsearch')}/_bulk",
+        content=body,
+        headers={"Content-Type": "application/x-ndjson"},
+        auth=local_stack.stack.es_auth(),
+        timeout=120,
+    )
+    response.raise_for_status()
+    reply = response.content
+    assert len(reply) > 512_000, len(reply)
+    assert b'"errors":false,"items":[' not in reply[:512_000], reply[:200]
+    assert es_bulk_delivered(json.loads(reply))
