@@ -127,6 +127,11 @@ def _common_problems(entry: str, files: dict[str, str], state_dir: str) -> list[
         )
     if not service.get("storage.max_chunks_up"):
         problems.append(f"{entry}: [SERVICE] storage.max_chunks_up unset (memory unbounded)")
+    if int(service.get("scheduler.cap", "2000")) > 300:
+        problems.append(
+            f"{entry}: [SERVICE] scheduler.cap {service.get('scheduler.cap', '2000')} s: "
+            "after an outage, logs wait that long for their next retry"
+        )
     if not flag(service, "HTTP_Server", False):
         problems.append(f"{entry}: [SERVICE] HTTP_Server Off: nothing for Prometheus to scrape")
     if not flag(service, "storage.metrics", False):

@@ -154,6 +154,7 @@ MUTATIONS = [
     ("service.conf", "${OBS_STATE_DIR}/storage/", "/tmp/storage/", "storage.path"),
     ("service.conf", "    storage.max_chunks_up     64\n", "", "storage.max_chunks_up"),
     ("service.conf", "HTTP_Server   On", "HTTP_Server   Off", "HTTP_Server Off"),
+    ("service.conf", "    scheduler.cap             60\n", "", "scheduler.cap"),
     (K8S_ENTRY, "@SET OBS_STATE_DIR=/var/fluent-bit/state", "@SET OBS_STATE_DIR=/tmp", "DB"),
     (K8S_ENTRY, "Read_from_Head    On", "Read_from_Head    Off", "Read_from_Head Off"),
     (LOCAL_ENTRY, "Read_from_Head    On", "Read_from_Head    Off", "Read_from_Head Off"),
