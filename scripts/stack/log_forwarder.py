@@ -18,8 +18,9 @@ fluent-bit/fluent-bit-local.conf (and the files it includes) rather than repeati
   * the es output's Write_Operation: with "index" a resent line overwrites its own
     document; with "create" Elasticsearch answers 409 and the line counts as delivered.
 A file with no saved offset is read from its first line (Read_from_Head On).
-A line Elasticsearch rejects (4xx other than 409) is logged and skipped, never retried:
-retrying cannot change the answer, and it must not hold back the lines after it.
+A line Elasticsearch rejects (4xx other than 409 and 429) is logged and skipped, never
+retried: retrying cannot change the answer, and it must not hold back the lines after
+it. A 429 or 5xx for any line sends the whole batch again (the ids keep it exactly once).
 """
 
 from __future__ import annotations
@@ -112,6 +113,10 @@ def to_action(line: bytes) -> dict:
     }
 
 
+class RetryBatch(Exception):
+    """Elasticsearch answered the batch with a transient error for some of its lines."""
+
+
 class Tail:
     """Follow one file across truncation and rotation, by inode and byte offset."""
 
@@ -182,7 +187,12 @@ class Forwarder:
                 # 409 (Write_Operation create only): this exact line was indexed before,
                 # a resend after a stop. It is delivered; moving on is what keeps a batch
                 # of such lines from being retried for ever.
-                if not ok and result.get("status") != 409:
+                status = result.get("status", 0)
+                if not ok and (status == 429 or status >= 500):
+                    # Elasticsearch could not take it now (overloaded, shard not
+                    # ready): send the whole batch again, the ids keep it exactly once.
+                    raise RetryBatch(f"{tail.path}: status {status}: {result.get('error')}")
+                if not ok and status != 409:
                     failed += 1
                     log.error("rejected line in %s: %s", tail.path, result.get("error"))
             tail.offset = lines[-1][1]
@@ -197,7 +207,12 @@ class Forwarder:
                 if self.ship_once() == 0:
                     time.sleep(FLUSH_SECONDS)
                 delay = FLUSH_SECONDS
-            except (es_errors.ConnectionError, es_errors.TransportError, es_errors.ApiError) as exc:
+            except (
+                es_errors.ConnectionError,
+                es_errors.TransportError,
+                es_errors.ApiError,
+                RetryBatch,
+            ) as exc:
                 # Offsets were not advanced: the same lines are sent again after a pause.
                 log.warning("Elasticsearch unavailable (%s); retrying in %.0f s", exc, delay)
                 time.sleep(delay)

@@ -226,3 +226,36 @@ def test_the_bulk_reply_for_a_full_chunk_exceeds_the_default_buffer_size(es, loc
     assert len(reply) > 512_000, len(reply)
     assert b'"errors":false,"items":[' not in reply[:512_000], reply[:200]
     assert es_bulk_delivered(json.loads(reply))
+
+
+def test_a_batch_elasticsearch_cannot_take_now_is_sent_again_not_skipped(es, tmp_path):
+    """An index Elasticsearch blocks for lack of disk (read_only_allow_delete, the
+    flood-stage block) answers each line with 429: the stand-in keeps its offset and
+    sends the batch again once the block is gone, exactly once. Lines of a past day, so
+    that the block touches no other test's index."""
+    trace_id = secrets.token_hex(16)
+    index = "obs-logs-2001.02.03"
+    path = tmp_path / "frontend.log"
+    lines = [
+        json.dumps(
+            {"@timestamp": "2001-02-03T04:05:06.789Z", "trace.id": trace_id, "message": str(i)}
+        ).encode()
+        + b"\n"
+        for i in range(3)
+    ]
+    path.write_bytes(b"".join(lines))
+    es.indices.create(index=index)
+    state = tmp_path / "state"
+    state.mkdir()
+    forwarder = log_forwarder.Forwarder(es, [path], state)
+    blocked = {"index.blocks.read_only_allow_delete": True}
+    try:
+        es.indices.put_settings(index=index, settings=blocked)
+        with pytest.raises(log_forwarder.RetryBatch, match="429"):
+            forwarder.ship_once()
+        assert forwarder.tails[0].offset == 0
+        es.indices.put_settings(index=index, settings={"index.blocks.read_only_allow_delete": None})
+        assert ship_all(forwarder) == 3
+        assert sorted(d["message"] for d in documents(es, trace_id)) == ["0", "1", "2"]
+    finally:
+        es.indices.delete(index=index)
