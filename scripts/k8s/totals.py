@@ -107,7 +107,7 @@ def report(render_yaml: str, markdown: bool = False) -> str:
     needs = render_needs(render_yaml, nodes=1)
     limit_cpu, limit_memory = limit_totals(render_yaml)
     sizing = minikube_sizing(needs)
-    header = ["namespace", "workload", "container", "image", "×", "requests", "limits"]
+    header = ["namespace", "workload", "container", "image", "copies", "requests", "limits"]
     body = [
         [
             r.namespace,
@@ -131,13 +131,18 @@ def report(render_yaml: str, markdown: bool = False) -> str:
         lines += ["| " + " | ".join(cells) + " |" for cells in body]
         return "\n".join(lines) + "\n\n" + totals
     widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in [header, *body]]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        for row in [header, *body]
+    ]
     return "\n".join(line.rstrip() for line in lines) + "\n\n" + totals
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m k8s.totals", description=__doc__.split("\n")[0])
-    parser.add_argument("render", nargs="?", help="a render of k8s/ (file or -); default: render it")
+    parser = argparse.ArgumentParser(
+        prog="python -m k8s.totals", description=__doc__.split("\n", 1)[0]
+    )
+    parser.add_argument("render", nargs="?", help="a render of k8s/ (file or -); default: k8s/")
     parser.add_argument("--markdown", action="store_true", help="a Markdown table")
     args = parser.parse_args(argv)
     if args.render == "-":

@@ -35,8 +35,8 @@ def container(name, requests, limits):
         "name": name,
         "image": f"{name}:1",
         "resources": {
-            "requests": dict(zip(("cpu", "memory"), requests)),
-            "limits": dict(zip(("cpu", "memory"), limits)),
+            "requests": dict(zip(("cpu", "memory"), requests, strict=True)),
+            "limits": dict(zip(("cpu", "memory"), limits, strict=True)),
         },
     }
 
@@ -102,9 +102,7 @@ def test_every_container_has_cpu_and_memory_requests_and_limits(render):
     rows = totals.rows(render)
     assert len(rows) >= 14
     missing = [
-        f"{r.namespace}/{r.workload}/{r.container}"
-        for r in rows
-        if 0 in (*r.requests, *r.limits)
+        f"{r.namespace}/{r.workload}/{r.container}" for r in rows if 0 in (*r.requests, *r.limits)
     ]
     assert not missing, f"containers without CPU and memory requests and limits: {missing}"
     over = [
