@@ -152,7 +152,7 @@ MUTATIONS = [
     (K8S_ENTRY, "_obs-apps_", "_obs-stack_", "tail Path"),
     (K8S_ENTRY, "    storage.type      filesystem\n", "", "storage.type is not filesystem"),
     ("service.conf", "${OBS_STATE_DIR}/storage/", "/tmp/storage/", "storage.path"),
-    ("service.conf", "    storage.max_chunks_up     64\n", "", "storage.max_chunks_up"),
+    ("service.conf", "    storage.max_chunks_up     16\n", "", "storage.max_chunks_up"),
     ("service.conf", "HTTP_Server   On", "HTTP_Server   Off", "HTTP_Server Off"),
     ("service.conf", "    scheduler.cap             60\n", "", "scheduler.cap"),
     (K8S_ENTRY, "@SET OBS_STATE_DIR=/var/fluent-bit/state", "@SET OBS_STATE_DIR=/tmp", "DB"),

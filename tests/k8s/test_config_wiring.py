@@ -127,6 +127,43 @@ def fluent_bit_includes(name: str) -> set[str]:
     return found
 
 
+def kubernetes_config_text() -> str:
+    """The Kubernetes entry point and its includes, with its @SET variables substituted
+    as Fluent Bit does (a @SET value wins over the environment)."""
+    text = "\n".join(
+        (REPO / "fluent-bit" / name).read_text()
+        for name in fluent_bit_includes("fluent-bit-kubernetes.conf")
+    )
+    for name, value in re.findall(r"^\s*@SET\s+(\w+)=(\S+)", text, re.M | re.I):
+        text = text.replace("${" + name + "}", value)
+    return text
+
+
+def mebibytes(quantity: str) -> float:
+    units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "K": 1e3 / 2**20, "M": 1e6 / 2**20}
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([KMG]i?)?", quantity)
+    assert match, f"unexpected quantity {quantity!r}"
+    return float(match.group(1)) * units.get(match.group(2) or "", 1 / 2**20)
+
+
+def test_fluent_bit_buffers_fit_its_memory_limit(render):
+    """Filesystem buffering still keeps up to storage.max_chunks_up chunks in memory (a
+    chunk is about 2 MB at most) plus the backlog being reloaded: with the DaemonSet's
+    limit below that sum, a long Elasticsearch outage would end in an OOM kill loop."""
+    daemonset = next(d for d in render if d["kind"] == "DaemonSet")
+    (container,) = daemonset["spec"]["template"]["spec"]["containers"]
+    limit = mebibytes(container["resources"]["limits"]["memory"])
+    text = kubernetes_config_text()
+    chunks = int(re.search(r"^\s*storage\.max_chunks_up\s+(\d+)", text, re.M).group(1))
+    backlog = re.search(r"^\s*storage\.backlog\.mem_limit\s+(\S+)", text, re.M).group(1)
+    # An allowance of 40 MiB for Fluent Bit itself (its idle RSS is tens of MiB).
+    needed = chunks * 2 + mebibytes(backlog) + 40
+    assert needed <= limit, (
+        f"fluent-bit: {chunks} chunks up x 2 MB + backlog {backlog} + 40 MiB = "
+        f"{needed:.0f} MiB exceeds the DaemonSet's memory limit of {limit:.0f} MiB"
+    )
+
+
 def test_fluent_bit_configmap_holds_every_file_the_entry_point_includes(render):
     daemonset = next(d for d in render if d["kind"] == "DaemonSet")
     (container,) = daemonset["spec"]["template"]["spec"]["containers"]
@@ -150,12 +187,9 @@ def test_fluent_bit_writes_only_below_its_state_mount(render):
     (container,) = daemonset["spec"]["template"]["spec"]["containers"]
     writable = [m["mountPath"] for m in container["volumeMounts"] if not m.get("readOnly")]
     assert writable == ["/var/fluent-bit/state"]
-    text = "\n".join(
-        (REPO / "fluent-bit" / name).read_text()
-        for name in fluent_bit_includes("fluent-bit-kubernetes.conf")
-    )
-    paths = re.findall(r"^\s*(?:DB|storage\.path)\s+(/\S+)", text, re.M | re.I)
-    assert paths, "no tail DB in fluent-bit-kubernetes.conf"
+    text = kubernetes_config_text()
+    paths = re.findall(r"^\s*(?:DB|storage\.path)\s+(\S+)", text, re.M | re.I)
+    assert len(paths) >= 2, f"no tail DB or storage.path in fluent-bit-kubernetes.conf: {paths}"
     for path in paths:
         assert path.startswith("/var/fluent-bit/state/"), path
 
