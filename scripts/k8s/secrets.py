@@ -40,9 +40,9 @@ class SecretSpec:
     keys: tuple[Key, ...]
 
 
-# Names and keys to be settled with the manifests in k8s/ (they must match the
-# secretKeyRef entries there); preflight refuses a render that refers to a Secret or
-# key this table does not create (not_in_table).
+# Exactly the Secrets and keys that the manifests in k8s/ refer to (secretKeyRef and
+# secret volumes); preflight refuses a render that refers to a Secret or key this
+# table does not create (not_in_table), and tests/k8s/ checks the converse.
 SECRETS = (
     SecretSpec(
         "obs-monitoring",
@@ -58,8 +58,13 @@ SECRETS = (
         "obs-monitoring",
         "elasticsearch-credentials",
         (
+            # elastic: the bootstrap superuser, used only by the setup and import Jobs
+            # (and to log in to Kibana). The others are the users the setup Job creates
+            # (k8s/monitoring/files/elasticsearch-setup.sh), one per client.
             Key("elastic-password", "ELASTIC_PASSWORD"),
             Key("kibana-system-password", "KIBANA_SYSTEM_PASSWORD"),
+            Key("grafana-password", "ELASTICSEARCH_GRAFANA_PASSWORD"),
+            Key("fluent-bit-password", "ELASTICSEARCH_FLUENT_BIT_PASSWORD"),
         ),
     ),
     SecretSpec(
@@ -78,9 +83,10 @@ SECRETS = (
         "obs-logging",
         "fluent-bit-elasticsearch",
         (
+            # Fluent Bit's own Elasticsearch user (write-only to obs-logs-*).
             Key(
                 "password",
-                same_as=("obs-monitoring", "elasticsearch-credentials", "elastic-password"),
+                same_as=("obs-monitoring", "elasticsearch-credentials", "fluent-bit-password"),
             ),
         ),
     ),

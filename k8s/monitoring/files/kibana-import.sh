@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Idempotent import of Kibana's saved objects (kibana/*.ndjson: data view, saved
+# searches), run by the Job kibana-import after every `make up`. Waits for Kibana to
+# report itself available, then POSTs each file to
+# /api/saved_objects/_import?overwrite=true: the objects have fixed ids, so a re-run
+# overwrites them instead of adding copies.
+# Reads: KIBANA_URL, ELASTIC_PASSWORD (the import needs a Kibana user with write access
+# to saved objects; kibana_system is Kibana's own and may not), SAVED_OBJECTS_DIR,
+# WAIT_SECONDS (default 900: Kibana's first start takes minutes on Minikube).
+set -euo pipefail
+
+: "${KIBANA_URL:?}" "${ELASTIC_PASSWORD:?}" "${SAVED_OBJECTS_DIR:?}"
+WAIT_SECONDS=${WAIT_SECONDS:-900}
+RESPONSE=$(mktemp)
+
+# kibana ARGS...: curl as elastic (credentials from a file descriptor, never argv);
+# prints the HTTP status, the body is in $RESPONSE.
+kibana() {
+  curl --silent --max-time 60 -o "$RESPONSE" -w '%{http_code}' \
+    -K <(printf 'user = "elastic:%s"\n' "${ELASTIC_PASSWORD//\"/\\\"}") \
+    -H 'kbn-xsrf: obs-stack' "$@" || true
+}
+
+deadline=$((SECONDS + WAIT_SECONDS))
+until [[ $(kibana "$KIBANA_URL/api/status") == 200 ]] &&
+  tr -d ' \n' <"$RESPONSE" | grep -q '"overall":{"level":"available"'; do
+  if ((SECONDS >= deadline)); then
+    echo "kibana-import: Kibana at $KIBANA_URL not available after ${WAIT_SECONDS}s: $(head -c 500 "$RESPONSE")" >&2
+    exit 1
+  fi
+  echo "kibana-import: waiting for Kibana at $KIBANA_URL ..."
+  sleep 10
+done
+
+shopt -s nullglob
+files=("$SAVED_OBJECTS_DIR"/*.ndjson)
+if [[ ${#files[@]} -eq 0 ]]; then
+  echo "kibana-import: no *.ndjson in $SAVED_OBJECTS_DIR" >&2
+  exit 1
+fi
+for file in "${files[@]}"; do
+  status=$(kibana -X POST "$KIBANA_URL/api/saved_objects/_import?overwrite=true" -F "file=@$file")
+  if [[ $status != 200 ]] || ! tr -d ' \n' <"$RESPONSE" | grep -q '"success":true'; then
+    echo "kibana-import: importing $(basename "$file") failed: HTTP $status: $(head -c 2000 "$RESPONSE")" >&2
+    exit 1
+  fi
+  echo "kibana-import: $(basename "$file"): $(grep -o '"successCount":[0-9]*' "$RESPONSE")"
+done
+echo "kibana-import: done"
