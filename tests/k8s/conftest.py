@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import pytest
 
+from k8s.secrets import SECRETS, choose_values, manifest
+from tests.k8s.render import by_kind, dump, kustomize, load
 from tests.support.kube_cluster import (
     BOOTSTRAP_HINT,
     CONTROL_PLANE,
@@ -59,24 +61,18 @@ def kube_cluster(tmp_path_factory):
 @pytest.fixture(scope="session")
 def render_text() -> str:
     """`kubectl kustomize k8s/` with the pinned kubectl: what `make up` applies."""
-    from tests.k8s.render import kustomize
-
     require_k8s_binaries(["kubectl"])
     return kustomize()
 
 
 @pytest.fixture(scope="session")
 def render_docs(render_text) -> list[dict]:
-    from tests.k8s.render import load
-
     return load(render_text)
 
 
 @pytest.fixture(scope="session")
 def stack_secrets() -> list[dict]:
     """The Secrets `make up` creates (scripts/k8s/secrets.py), with throwaway values."""
-    from k8s.secrets import SECRETS, choose_values, manifest
-
     resolved: dict = {}
     manifests = []
     for spec in SECRETS:
@@ -99,8 +95,6 @@ def applied(kube_cluster, render_text, stack_secrets) -> Applied:
     """The whole render applied to the session's control plane, as `make up` does:
     Namespaces first, then the Secrets, then everything (server-side, warnings are
     errors). Tests that need it to have succeeded call `require_applied`."""
-    from tests.k8s.render import by_kind, dump, load
-
     docs = load(render_text)
     kube_cluster.kubectl(
         "apply", "--server-side", "--field-manager=obs-stack-up", "-f", "-",

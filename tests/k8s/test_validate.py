@@ -32,6 +32,7 @@ import pytest
 import yaml
 
 from k8s.contract import NAMESPACES
+from k8s.secrets import SECRETS, referenced_secret_keys
 from stack.versions import (
     VERSIONS,
     alertmanager_binary,
@@ -235,8 +236,6 @@ def test_every_referenced_configmap_secret_key_account_and_claim_exists(docs):
 
 
 def test_every_secret_of_the_table_is_used(docs, render_text):
-    from k8s.secrets import SECRETS, referenced_secret_keys
-
     used = {(ns, name) for ns, name, _ in referenced_secret_keys(render_text)}
     assert {(s.namespace, s.name) for s in SECRETS} <= used
 
