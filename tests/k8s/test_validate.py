@@ -623,19 +623,24 @@ def test_every_checkov_allowlist_entry_has_a_reason():
         assert len(entry["reason"].split()) >= 5, entry
 
 
-@pytest.fixture(scope="module")
-def checkov_failures(render_text, tmp_path_factory) -> list[dict]:
+def checkov_run(text: str, directory: Path) -> list[dict]:
+    """checkov's failed checks on a render, offline (--skip-download)."""
     checkov = require_binary(checkov_binary())
-    path = tmp_path_factory.mktemp("checkov") / "render.yaml"
-    path.write_text(render_text)
+    path = directory / "render.yaml"
+    path.write_text(text)
     result = run(
         checkov, "--file", str(path), "--framework", "kubernetes", "--skip-download",
-        "--output", "json", "--quiet", timeout=600,
+        "--output", "json", "--quiet", timeout=600, cwd=directory,
     )  # fmt: skip
-    assert result.returncode in (0, 1), result.stderr
+    assert result.returncode in (0, 1), result.stdout + result.stderr
     report = json.loads(result.stdout)
     reports = report if isinstance(report, list) else [report]
     return [f for r in reports for f in r.get("results", {}).get("failed_checks", [])]
+
+
+@pytest.fixture(scope="module")
+def checkov_failures(render_text, tmp_path_factory) -> list[dict]:
+    return checkov_run(render_text, tmp_path_factory.mktemp("checkov"))
 
 
 def allowed(failure: dict) -> bool:
@@ -662,3 +667,13 @@ def test_every_checkov_allowlist_entry_is_still_needed(checkov_failures):
             and (entry["resources"] == "*" or f["resource"] in entry["resources"])
             for f in checkov_failures
         ), f"allow-list entry no longer needed: {entry}"
+
+
+def test_checkov_reports_a_privileged_container_naming_its_workload(mutable, tmp_path):
+    frontend = render.find(mutable, "Deployment", "frontend", "obs-apps")
+    render.pod_spec(frontend)["containers"][0]["securityContext"]["privileged"] = True
+    failures = checkov_run(render.dump([frontend]), tmp_path)
+    assert ("CKV_K8S_16", "Deployment.obs-apps.frontend") in {
+        (f["check_id"], f["resource"]) for f in failures
+    }
+    assert not all(allowed(f) for f in failures)
