@@ -274,6 +274,11 @@ def test_version_labels_are_the_image_tags(docs):
     assert render.check_version_labels(docs) == []
 
 
+def test_fluent_bit_tails_the_log_files_of_every_service_container(docs):
+    assert render.tail_paths(docs)
+    assert render.check_log_collection(docs) == []
+
+
 # --- broken on purpose: each check names the object ----------------------------------------
 
 
@@ -384,6 +389,16 @@ def test_a_version_label_that_is_not_an_image_tag_is_reported(mutable):
     assert problem.startswith(
         "Deployment obs-monitoring/jaeger: labels app.kubernetes.io/version '2.12.0'"
     )
+
+
+def test_a_tail_path_on_the_wrong_namespace_is_reported(mutable):
+    for config_map in render.by_kind(mutable, "ConfigMap"):
+        for key, text in config_map.get("data", {}).items():
+            config_map["data"][key] = text.replace("_obs-apps_", "_obs-stack_")
+    problems = render.check_log_collection(mutable)
+    assert problems
+    assert problems[0].startswith("Deployment obs-apps/")
+    assert "matches no tail Path" in problems[0]
 
 
 # --- the deployed versions, on the deployed configuration ----------------------------------
