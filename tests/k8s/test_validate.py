@@ -4,7 +4,7 @@
   Minikube's default; unknown fields are errors);
 - server-side apply of the whole render to a real kube-apiserver (admission plugins on,
   Pod Security included) with warnings as errors, then every workload rolled out on a
-  kwok node the size of the Minikube VM;
+  simulated kwok node of 4 CPUs and 8 GiB (tests/support/kube_cluster.py NodeCapacity);
 - cross-references: Services <-> pods, ConfigMaps/Secrets/keys/ServiceAccounts/PVCs,
   addresses (OTLP endpoint, Fluent Bit's output, Grafana's datasources, Kibana's
   Elasticsearch, ...) <-> Services and ports, Prometheus discovery <-> pods;
@@ -140,7 +140,7 @@ def test_server_side_apply_accepts_every_object_without_a_warning(applied, docs)
     assert missing == [], result.stdout
 
 
-def test_every_workload_rolls_out_on_a_minikube_sized_node(applied, docs):
+def test_every_workload_rolls_out_on_a_4_cpu_8_gib_node(applied, docs):
     cluster = require_applied(applied)
     failures = []
     for workload in render.workloads(docs):

@@ -85,7 +85,7 @@ def missing_binaries(names: Iterable[str] = CONTROL_PLANE) -> list[Path]:
 
 @dataclass(frozen=True)
 class NodeCapacity:
-    """The simulated node's capacity: a Minikube VM's size, so "fits on Minikube" is checked."""
+    """The simulated node's capacity; the default is a Minikube VM of 4 CPUs and 8 GiB."""
 
     cpu: str = "4"
     memory: str = "8Gi"
