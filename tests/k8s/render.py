@@ -188,6 +188,14 @@ def check_references(docs: list[dict]) -> list[str]:
             for mount in container.get("volumeMounts", []):
                 if mount["name"] not in volumes and mount["name"] not in templates:
                     problems.append(f"{who}: volumeMount {mount['name']!r} names no volume")
+                volume = volumes.get(mount["name"], {})
+                source = volume.get("configMap") or volume.get("secret")
+                if mount.get("subPath") and source:
+                    # A file of the volume: an item's path, else a key of the object.
+                    items = [item["path"] for item in source.get("items", [])]
+                    kind = "ConfigMap" if "configMap" in volume else "Secret"
+                    keys = [] if mount["subPath"] in items else [mount["subPath"]]
+                    refs.append((f"{who} volumeMount {mount['name']} subPath", kind, source, keys))
         for who, kind, ref, keys in refs:
             if ref.get("optional"):
                 continue

@@ -314,6 +314,20 @@ def test_a_renamed_configmap_reference_is_reported(mutable):
     ]
 
 
+def test_a_sub_path_naming_no_key_is_reported(mutable):
+    prometheus = render.find(mutable, "Deployment", "prometheus", "obs-monitoring")
+    mount = next(
+        m for m in render.pod_spec(prometheus)["containers"][0]["volumeMounts"]
+        if m["name"] == "config"
+    )  # fmt: skip
+    mount["subPath"] = "prometheus.yaml"
+    (problem,) = render.check_references(mutable)
+    assert problem.startswith(
+        "Deployment obs-monitoring/prometheus container prometheus volumeMount config subPath:"
+    )
+    assert problem.endswith("has no key 'prometheus.yaml'")
+
+
 def test_a_secret_key_the_table_does_not_create_is_reported(mutable):
     grafana = render.find(mutable, "Deployment", "grafana", "obs-monitoring")
     env = next(
