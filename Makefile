@@ -9,10 +9,10 @@ VENV := $(shell scripts/bootstrap.sh --print-venv)
 PY := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: help bootstrap bootstrap-python bootstrap-images test-images up status open down services demo mail test test-e2e lint format lock clean views bench
+.PHONY: help bootstrap bootstrap-python bootstrap-images bootstrap-k8s validate test-images up status open down services demo mail test test-e2e lint format lock clean views bench
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 bootstrap: ## Install everything (Python venv, Prometheus, Alertmanager, Jaeger, Elasticsearch)
 	scripts/bootstrap.sh all
@@ -22,6 +22,9 @@ bootstrap-python: ## Install only the Python environment
 
 bootstrap-images: ## Install podman and the base image the service images build on (a local stand-in if no registry)
 	scripts/bootstrap.sh images
+
+bootstrap-k8s: ## Build a Kubernetes control plane, kwok, KSM, Prometheus 3 tools from source; checkov (15-25 min cold)
+	scripts/bootstrap.sh k8s
 
 services: bootstrap-python ## Run frontend (:5000) and backend (:5001) in the foreground until Ctrl-C
 	PYTHONPATH=scripts $(PY) -m stack services
@@ -36,7 +39,7 @@ lint: bootstrap-python ## ruff lint and format check
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-test: bootstrap bootstrap-images lint ## Every test: unit, integration, config checks, e2e against the real backends
+test: bootstrap bootstrap-images bootstrap-k8s lint ## Every test: unit, integration, config checks, e2e against the real backends
 	CI=$${CI:-} $(PYTEST) tests
 
 test-e2e: bootstrap ## Only the end-to-end tests against the real backends
@@ -45,6 +48,9 @@ test-e2e: bootstrap ## Only the end-to-end tests against the real backends
 bench: ## Telemetry cost vs the bare app (wrk, real Jaeger): docs/benchmarks.{json,md,png}; ~7 min
 	scripts/bootstrap.sh bench
 	PYTHONPATH=scripts:. $(PY) -m bench all docs/benchmarks.json
+
+validate: bootstrap-python bootstrap-k8s ## Check the k8s/ render offline: schema, a real API server (Pod Security), cross-references, promtool/amtool/Jaeger, checkov
+	CI=$${CI:-} $(PYTEST) -m validate tests/k8s
 
 test-images: bootstrap-python bootstrap-images ## Only the image tests: build and run both service images with podman
 	CI=$${CI:-} $(PYTEST) -m images tests
@@ -58,6 +64,8 @@ lock: bootstrap-python ## Re-resolve the pinned dependency locks
 	  services/requirements.in -o services/requirements.lock
 	$(PY) -m uv pip compile --quiet --python-version 3.11 --generate-hashes \
 	  requirements/dev.in -o requirements/dev.lock
+	$(PY) -m uv pip compile --quiet --python-version 3.11 --generate-hashes \
+	  requirements/checkov.in -o requirements/checkov.lock
 
 views: bootstrap-python ## Regenerate Grafana dashboards and Kibana saved objects (scripts/views/)
 	PYTHONPATH=scripts $(PY) -m views

@@ -3,13 +3,22 @@
 # every version pinned (scripts/versions.env). Idempotent: a second run checks and
 # skips. Prints each step and how long it took.
 #
-# Usage: scripts/bootstrap.sh [python|all|bench|images]   (default: all; bench adds wrk)
-#        scripts/bootstrap.sh --print-venv                  (path of the Python environment)
+# Usage: scripts/bootstrap.sh [python|all|bench|images|k8s]   (default: all; bench adds wrk)
+#        scripts/bootstrap.sh --print-venv                      (path of the Python environment)
+#        scripts/bootstrap.sh --print-checkov-venv              (path of checkov's environment)
 #
 # `images` (not part of `all`; `make test` runs it) installs podman, runc and debootstrap
 # and makes sure the base image that services/*/Dockerfile start FROM is in podman's
 # storage: a pulled official image is kept; otherwise a local stand-in is built with
 # debootstrap (see install_base_image), its rootfs tarball cached in OBS_STACK_CACHE.
+#
+# `k8s` (not part of `all`; `make validate` and `make test` run it) builds a Kubernetes
+# control plane and its companions from the Go module proxy into OBS_STACK_CACHE/bin, one
+# file per tool and version (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
+# kubectl, kwok, kube-state-metrics, prometheus, promtool, alertmanager, amtool), copies
+# kwok's stage YAMLs, and makes checkov's own venv (requirements/checkov.lock: its pins
+# clash with the dev set). A cold build takes 15-25 minutes on 2 cores and about 5 GB
+# of Go caches (OBS_STACK_CACHE/gomod, OBS_STACK_CACHE/gocache); later runs skip what exists.
 #
 # Reads: OBS_STACK_CACHE (default ~/.cache/obs-stack), PYTHON (default python3).
 # Installs into OBS_STACK_CACHE: the Python venv (requirements/dev.lock), the Jaeger
@@ -29,13 +38,23 @@ lock="$repo/requirements/dev.lock"
 lock_id=$(sha256sum "$lock" | cut -c1-12)
 py_id=$("$python" -c 'import sys; print(f"py{sys.version_info[0]}{sys.version_info[1]}")')
 venv="$cache/venv-$py_id-$lock_id"
+checkov_lock="$repo/requirements/checkov.lock"
+# Keyed by the lock's hash, like the dev venv; absent until `make lock` has written the lock.
+checkov_venv="$cache/venv-checkov-$py_id-$( (sha256sum "$checkov_lock" 2>/dev/null || true) | cut -c1-12)"
 
 if [[ "${1:-}" == "--print-venv" ]]; then
   echo "$venv"
   exit 0
 fi
+if [[ "${1:-}" == "--print-checkov-venv" ]]; then
+  echo "$checkov_venv"
+  exit 0
+fi
 what=${1:-all}
-case "$what" in python|all|bench|images) ;; *) echo "usage: $0 [python|all|bench|images|--print-venv]" >&2; exit 2 ;; esac
+case "$what" in
+  python|all|bench|images|k8s) ;;
+  *) echo "usage: $0 [python|all|bench|images|k8s|--print-venv|--print-checkov-venv]" >&2; exit 2 ;;
+esac
 
 log() { printf '[bootstrap] %s\n' "$*"; }
 die() { printf '[bootstrap] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -53,16 +72,19 @@ as_root() {
   else die "need root for: $* (run as root or install sudo)"; fi
 }
 
-install_python() {
-  if [[ -f "$venv/.complete" ]]; then log "  venv up to date: $venv"; return; fi
+make_venv() {  # make_venv VENV LOCK
+  local target=$1 requirements=$2
+  if [[ -f "$target/.complete" ]]; then log "  venv up to date: $target"; return; fi
   "$python" -c 'import sys; assert sys.version_info >= (3, 11), sys.version' \
     || die "Python >= 3.11 is required ($python is $("$python" --version 2>&1))"
-  rm -rf "$venv"
-  "$python" -m venv "$venv"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --require-hashes -r "$lock"
-  touch "$venv/.complete"
-  log "  installed $(grep -c '^[a-z]' "$lock") locked packages into $venv"
+  rm -rf "$target"
+  "$python" -m venv "$target"
+  "$target/bin/python" -m pip install --quiet --disable-pip-version-check --require-hashes -r "$requirements"
+  touch "$target/.complete"
+  log "  installed $(grep -c '^[a-z]' "$requirements") locked packages into $target"
 }
+
+install_python() { make_venv "$venv" "$lock"; }
 
 apt_updated=""
 apt_install() {  # apt_install PACKAGE VERSION BINARY
@@ -243,7 +265,245 @@ install_base_image() {
   log "  ################################################################################"
 }
 
+# --- `k8s`: a control plane and its companions, built from the Go module proxy ---------
+
+k8s_go_env() {
+  command -v go >/dev/null || die "Go is needed to build the Kubernetes binaries (go >= 1.24)"
+  # Caches of their own under OBS_STACK_CACHE (deletable once the binaries exist); two
+  # compiles at a time: one k8s.io/kubernetes compile peaks near 2 GB of memory.
+  export GOMODCACHE="$cache/gomod" GOCACHE="$cache/gocache" GOTOOLCHAIN=local \
+    GOMAXPROCS=2 GOFLAGS="-modcacherw -p=2 -buildvcs=false"
+  mkdir -p "$cache/bin" "$cache/logs"
+}
+
+k8s_bin() { echo "$cache/bin/$1-$2"; }  # k8s_bin NAME VERSION
+
+# go_or_die LOG NAME COMMAND...: runs a go command niced, its output in LOG; on failure
+# shows the log's tail and stops.
+go_or_die() {
+  local log=$1 name=$2; shift 2
+  nice -n 10 "$@" >>"$log" 2>&1 \
+    || { tail -n 30 "$log" >&2; die "$name failed: $* (full log: $log)"; }
+}
+
+# go_build_tool BINARY DIR LDFLAGS PACKAGE: `go build` inside the wrapper module DIR, written to
+# BINARY.tmp first so that an interrupted build never leaves a half-written binary.
+go_build_tool() {
+  local binary=$1 dir=$2 ldflags=$3 package=$4 name start=$SECONDS
+  name=$(basename "$binary")
+  if [[ -x "$binary" ]]; then log "  $name present"; return; fi
+  local log="$cache/logs/$name.build.log"
+  : >"$log"
+  rm -f "$binary.tmp"
+  (cd "$dir" && go_or_die "$log" "go build of $name" \
+    go build -trimpath -ldflags="$ldflags" -o "$binary.tmp" "$package")
+  mv "$binary.tmp" "$binary"
+  log "  built $name ($((SECONDS - start)) s)"
+}
+
+# go_install_tool BINARY LDFLAGS PACKAGE@VERSION: `go install` with the module's own go.mod (the
+# dependency versions of the upstream release), into a scratch GOBIN, then renamed.
+go_install_tool() {
+  local binary=$1 ldflags=$2 package=$3 name start=$SECONDS
+  name=$(basename "$binary")
+  if [[ -x "$binary" ]]; then log "  $name present"; return; fi
+  local log="$cache/logs/$name.build.log" gobin="$binary.tmp.d"
+  : >"$log"
+  rm -rf "$gobin"
+  mkdir -p "$gobin"
+  go_or_die "$log" "go install of $name" \
+    env GOBIN="$gobin" go install -trimpath -ldflags="$ldflags" "$package"
+  mv "$gobin/$(basename "${package%@*}")" "$binary"
+  rm -rf "$gobin"
+  log "  built $name ($((SECONDS - start)) s)"
+}
+
+# The wrapper module for k8s.io/kubernetes: its go.mod replaces every k8s.io/* staging
+# module with ./staging/..., which only exists in a git checkout; the wrapper requires
+# the release and points those replaces at the published staging modules instead. etcd
+# builds in the same module (etcdmain, as etcd's own main package does).
+k8s_wrapper() {
+  local dir="$cache/src/k8s-$K8S_VERSION-etcd-$ETCD_VERSION"
+  if [[ -f "$dir/.complete" ]]; then echo "$dir"; return; fi
+  local log="$cache/logs/k8s-wrapper.log" mod
+  : >"$log"
+  rm -rf "$dir"
+  mkdir -p "$dir/cmd/etcd"
+  go_or_die "$log" "downloading k8s.io/kubernetes@$K8S_VERSION" \
+    go mod download k8s.io/kubernetes@"$K8S_VERSION"
+  mod="$GOMODCACHE/cache/download/k8s.io/kubernetes/@v/$K8S_VERSION.mod"
+  {
+    printf 'module example.local/obs-stack-k8s\n\ngo 1.24.0\n\ngodebug default=go1.24\n\n'
+    printf 'require (\n\tk8s.io/kubernetes %s\n\tgo.etcd.io/etcd/server/v3 %s\n)\n\nreplace (\n' \
+      "$K8S_VERSION" "$ETCD_VERSION"
+    grep -E '^\s+k8s.io/[a-z0-9-]+ => ./staging' "$mod" \
+      | awk -v sv="$K8S_STAGING_VERSION" '{print "\t" $1 " => " $1 " " sv}'
+    echo ")"
+  } >"$dir/go.mod"
+  cat >"$dir/cmd/etcd/main.go" <<'GO'
+package main
+
+import (
+	"os"
+
+	"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() { etcdmain.Main(os.Args) }
+GO
+  cat >"$dir/tools.go" <<'GO'
+//go:build tools
+
+package k8s
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubectl"
+)
+GO
+  # tidy fills go.sum (checked against sum.golang.org) and the indirect requirements.
+  (cd "$dir" && go_or_die "$log" "go mod tidy (Kubernetes wrapper)" go mod tidy)
+  # Minimal version selection could raise etcd above the pin if Kubernetes required more.
+  local etcd
+  etcd=$(cd "$dir" && go list -m -f '{{.Version}}' go.etcd.io/etcd/server/v3)
+  [[ "$etcd" == "$ETCD_VERSION" ]] \
+    || die "the Kubernetes wrapper resolved etcd $etcd, not ETCD_VERSION=$ETCD_VERSION (scripts/versions.env)"
+  touch "$dir/.complete"
+  echo "$dir"
+}
+
+# The ldflags `make release` sets: without them the servers report v0.0.0-master.
+k8s_ldflags() {
+  local minor flags="-s -w" package
+  minor=$(cut -d. -f2 <<<"$K8S_VERSION")
+  for package in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    flags+=" -X $package.gitVersion=$K8S_VERSION -X $package.gitMajor=1 -X $package.gitMinor=$minor"
+    flags+=" -X $package.gitTreeState=clean"
+  done
+  echo "$flags"
+}
+
+# Prometheus projects print this in --version (otherwise an empty version).
+prometheus_ldflags() { echo "-s -w -X github.com/prometheus/common/version.Version=${1#v}"; }
+
+install_control_plane() {
+  k8s_go_env
+  local names=(kube-apiserver kube-controller-manager kube-scheduler kubectl) name missing=""
+  for name in "${names[@]}"; do [[ -x $(k8s_bin "$name" "$K8S_VERSION") ]] || missing=1; done
+  [[ -x $(k8s_bin etcd "$ETCD_VERSION") ]] || missing=1
+  if [[ -z "$missing" ]]; then log "  etcd $ETCD_VERSION, Kubernetes $K8S_VERSION binaries present"; return; fi
+  log "  building Kubernetes $K8S_VERSION and etcd $ETCD_VERSION; a cold build takes 15-25 minutes"
+  local dir
+  dir=$(k8s_wrapper)
+  go_build_tool "$(k8s_bin etcd "$ETCD_VERSION")" "$dir" "-s -w" ./cmd/etcd
+  for name in "${names[@]}"; do
+    go_build_tool "$(k8s_bin "$name" "$K8S_VERSION")" "$dir" "$(k8s_ldflags)" "k8s.io/kubernetes/cmd/$name"
+  done
+}
+
+install_kwok() {
+  k8s_go_env
+  go_install_tool "$(k8s_bin kwok "$KWOK_VERSION")" "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+  # kwok refuses to run without Stage objects; they ship inside the module.
+  local stages="$cache/kwok-$KWOK_VERSION-stages"
+  if [[ -d "$stages" ]]; then log "  $(basename "$stages") present"; return; fi
+  local log="$cache/logs/kwok-stages.log" dir
+  : >"$log"
+  go_or_die "$log" "downloading sigs.k8s.io/kwok@$KWOK_VERSION" \
+    go mod download sigs.k8s.io/kwok@"$KWOK_VERSION"
+  dir="$GOMODCACHE/sigs.k8s.io/kwok@$KWOK_VERSION/kustomize/stage"
+  [[ -d "$dir" ]] || die "no kustomize/stage in sigs.k8s.io/kwok@$KWOK_VERSION ($dir)"
+  rm -rf "$stages.tmp"
+  cp -r "$dir" "$stages.tmp"
+  chmod -R u+w "$stages.tmp"
+  mv "$stages.tmp" "$stages"
+  log "  copied $(find "$stages" -name '*.yaml' | wc -l) stage files to $stages"
+}
+
+# kube-state-metrics builds inside a wrapper module that requires the release: `go install
+# k8s.io/kube-state-metrics/v2@v2.13.0` looks up the module's deprecation in its version
+# list, and the proxy answers that with 403 ("This module version is not available").
+install_kube_state_metrics() {
+  k8s_go_env
+  local binary dir="$cache/src/kube-state-metrics-$KUBE_STATE_METRICS_VERSION"
+  binary=$(k8s_bin kube-state-metrics "$KUBE_STATE_METRICS_VERSION")
+  if [[ -x "$binary" ]]; then log "  $(basename "$binary") present"; return; fi
+  if [[ ! -f "$dir/.complete" ]]; then
+    local log="$cache/logs/kube-state-metrics-wrapper.log"
+    : >"$log"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    printf 'module example.local/obs-stack-ksm\n\ngo 1.22.0\n\nrequire k8s.io/kube-state-metrics/v2 %s\n' \
+      "$KUBE_STATE_METRICS_VERSION" >"$dir/go.mod"
+    printf '//go:build tools\n\npackage ksm\n\nimport _ "k8s.io/kube-state-metrics/v2"\n' >"$dir/tools.go"
+    (cd "$dir" && go_or_die "$log" "go mod tidy (kube-state-metrics wrapper)" go mod tidy)
+    touch "$dir/.complete"
+  fi
+  go_build_tool "$binary" "$dir" "$(prometheus_ldflags "$KUBE_STATE_METRICS_VERSION")" k8s.io/kube-state-metrics/v2
+}
+
+install_prometheus_tools() {
+  k8s_go_env
+  local tool
+  for tool in promtool prometheus; do
+    go_install_tool "$(k8s_bin "$tool" "$PROMETHEUS_RELEASE")" "$(prometheus_ldflags "$PROMETHEUS_RELEASE")" \
+      "github.com/prometheus/prometheus/cmd/$tool@$PROMETHEUS_MODULE_VERSION"
+  done
+  go_install_tool "$(k8s_bin amtool "$ALERTMANAGER_VERSION")" "$(prometheus_ldflags "$ALERTMANAGER_VERSION")" \
+    "github.com/prometheus/alertmanager/cmd/amtool@$ALERTMANAGER_VERSION"
+  install_alertmanager
+}
+
+# The alertmanager binary embeds its web UI (ui/app/dist), which the release builds with
+# npm and which the module zip does not contain, so `go install` fails with "pattern
+# app/dist: no matching files found". It builds from a copy of the module with a one-page
+# placeholder there: the API, routing and notifications are the release's code; only the
+# browser UI is missing (amtool and the API v2 are what the tests use).
+install_alertmanager() {
+  local binary dir="$cache/src/alertmanager-$ALERTMANAGER_VERSION"
+  binary=$(k8s_bin alertmanager "$ALERTMANAGER_VERSION")
+  if [[ -x "$binary" ]]; then log "  $(basename "$binary") present"; return; fi
+  if [[ ! -f "$dir/.complete" ]]; then
+    local log="$cache/logs/alertmanager-source.log" module
+    : >"$log"
+    go_or_die "$log" "downloading github.com/prometheus/alertmanager@$ALERTMANAGER_VERSION" \
+      go mod download github.com/prometheus/alertmanager@"$ALERTMANAGER_VERSION"
+    module="$GOMODCACHE/github.com/prometheus/alertmanager@$ALERTMANAGER_VERSION"
+    rm -rf "$dir"
+    mkdir -p "$(dirname "$dir")"
+    cp -r "$module" "$dir"
+    chmod -R u+w "$dir"
+    mkdir -p "$dir/ui/app/dist"
+    cat >"$dir/ui/app/dist/index.html" <<'HTML'
+<!doctype html>
+<title>Alertmanager</title>
+<p>This Alertmanager was built by obs-stack's scripts/bootstrap.sh from the Go module,
+which does not contain the npm-built web UI. The API (/api/v2/) works; use amtool.</p>
+HTML
+    touch "$dir/.complete"
+  fi
+  go_build_tool "$binary" "$dir" "$(prometheus_ldflags "$ALERTMANAGER_VERSION")" ./cmd/alertmanager
+}
+
+install_checkov() {
+  [[ -f "$checkov_lock" ]] || die "$checkov_lock is missing: run \`make lock\`"
+  make_venv "$checkov_venv" "$checkov_lock"
+}
+
 total=$SECONDS
+if [[ "$what" == k8s ]]; then
+  step "python venv ($venv)" install_python
+  step "etcd $ETCD_VERSION, Kubernetes $K8S_VERSION (go build)" install_control_plane
+  step "kwok $KWOK_VERSION and its stages (go install)" install_kwok
+  step "kube-state-metrics $KUBE_STATE_METRICS_VERSION (go build)" install_kube_state_metrics
+  step "Prometheus $PROMETHEUS_RELEASE, Alertmanager $ALERTMANAGER_VERSION (go install)" \
+    install_prometheus_tools
+  step "checkov venv ($checkov_venv)" install_checkov
+  log "all done in $((SECONDS - total)) s"
+  exit 0
+fi
 if [[ "$what" == images ]]; then
   step "podman, runc, debootstrap (Debian)" install_container_tools
   step "base image of services/*/Dockerfile" install_base_image

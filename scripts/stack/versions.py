@@ -5,8 +5,10 @@ Reads OBS_STACK_CACHE (default ~/.cache/obs-stack), as scripts/bootstrap.sh does
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
+import sys
 from pathlib import Path
 
 SCRIPTS = Path(__file__).resolve().parents[1]
@@ -32,6 +34,75 @@ def cache_dir() -> Path:
 
 def jaeger_binary() -> Path:
     return cache_dir() / "bin" / f"jaeger-{VERSIONS['JAEGER_MODULE_VERSION']}"
+
+
+# `scripts/bootstrap.sh k8s`: one binary per tool and version in cache_dir()/bin, named
+# <tool>-<version>; the version key of each in versions.env.
+K8S_TOOL_VERSIONS = {
+    "etcd": "ETCD_VERSION",
+    "kube-apiserver": "K8S_VERSION",
+    "kube-controller-manager": "K8S_VERSION",
+    "kube-scheduler": "K8S_VERSION",
+    "kubectl": "K8S_VERSION",
+    "kwok": "KWOK_VERSION",
+    "kube-state-metrics": "KUBE_STATE_METRICS_VERSION",
+    "prometheus": "PROMETHEUS_RELEASE",
+    "promtool": "PROMETHEUS_RELEASE",
+    "alertmanager": "ALERTMANAGER_VERSION",
+    "amtool": "ALERTMANAGER_VERSION",
+}
+
+
+def k8s_binary(tool: str) -> Path:
+    """The binary `scripts/bootstrap.sh k8s` builds for `tool` (a K8S_TOOL_VERSIONS key)."""
+    return cache_dir() / "bin" / f"{tool}-{VERSIONS[K8S_TOOL_VERSIONS[tool]]}"
+
+
+def etcd_binary() -> Path:
+    return k8s_binary("etcd")
+
+
+def kubectl_binary() -> Path:
+    return k8s_binary("kubectl")
+
+
+def kwok_binary() -> Path:
+    return k8s_binary("kwok")
+
+
+def kube_state_metrics_binary() -> Path:
+    return k8s_binary("kube-state-metrics")
+
+
+def promtool_binary() -> Path:
+    """promtool of the Prometheus release deployed on Kubernetes (not Debian's)."""
+    return k8s_binary("promtool")
+
+
+def prometheus_binary() -> Path:
+    return k8s_binary("prometheus")
+
+
+def amtool_binary() -> Path:
+    """amtool of the Alertmanager release deployed on Kubernetes (not Debian's)."""
+    return k8s_binary("amtool")
+
+
+def alertmanager_binary() -> Path:
+    return k8s_binary("alertmanager")
+
+
+def kwok_stages_dir() -> Path:
+    """kwok's Stage YAMLs (its module's kustomize/stage/ tree), copied by the bootstrap."""
+    return cache_dir() / f"kwok-{VERSIONS['KWOK_VERSION']}-stages"
+
+
+def checkov_binary() -> Path:
+    """checkov in its own venv, keyed like bootstrap.sh by Python version and lock hash."""
+    lock = REPO / "requirements" / "checkov.lock"
+    lock_id = hashlib.sha256(lock.read_bytes()).hexdigest()[:12]
+    py_id = f"py{sys.version_info[0]}{sys.version_info[1]}"
+    return cache_dir() / f"venv-checkov-{py_id}-{lock_id}" / "bin" / "checkov"
 
 
 def elasticsearch_home() -> Path:
