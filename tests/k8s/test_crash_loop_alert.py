@@ -81,7 +81,14 @@ class CrashLoopRig:
     pod: str = ""
     pod_ip: str = ""
     ksm_pod: str = ""
+    # Seconds since the fixture started, per milestone; printed at the end (-s shows it).
     timeline: dict[str, float] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+    # Values worth reading in the log, not asserted (see run_crash_loop).
+    observations: dict[str, object] = field(default_factory=dict)
+
+    def mark(self, milestone: str) -> None:
+        self.timeline[milestone] = round(time.monotonic() - self.started, 1)
 
     @property
     def logs(self) -> Path:
@@ -215,7 +222,7 @@ def prometheus_config(rig: CrashLoopRig) -> dict:
             {"source_labels": ["__address__"], "regex": r"127\.0\.0\.1:\d+", "action": "keep"},
         ]
         jobs.append(job)
-    assert [j["job_name"] for j in jobs] == list(SCRAPE_JOBS), "scrape jobs renamed?"
+    assert sorted(j["job_name"] for j in jobs) == sorted(SCRAPE_JOBS), "scrape jobs renamed?"
     config["scrape_configs"] = jobs
     return config
 
@@ -285,12 +292,14 @@ def crash(rig: CrashLoopRig, process: ManagedProcess) -> int:
 
 def wait_scraped(rig: CrashLoopRig, expr: str, want, description: str, *components: str):
     """Poll Prometheus until `expr` satisfies `want`; return its value."""
-    return poll_until(
-        lambda: (v := rig.scalar(expr)) is not None and want(v) and v,
-        f"Prometheus: {description}",
+    # A one-element list: truthy for poll_until even when the value is 0.
+    (value,) = poll_until(
+        lambda: [v] if (v := rig.scalar(expr)) is not None and want(v) else None,
+        f"Prometheus: {description} ({expr})",
         timeout=60,
         on_timeout=lambda: rig.context("prometheus", *components),
     )
+    return value
 
 
 # --- the scenario ----------------------------------------------------------------------------
@@ -302,22 +311,24 @@ def rig(tmp_path_factory):
         [*CONTROL_PLANE, "kwok", "kube-state-metrics", "prometheus", "alertmanager"]
     )
     workdir = tmp_path_factory.mktemp("crash-loop")
-    started = time.monotonic()
     # Its own cluster: the pod is made to crash-loop, which other tests must not see.
     cluster = KubeCluster(workdir / "cluster", kwok=True)
     cluster.start()
     rig = CrashLoopRig(workdir, cluster)
     rig.logs.mkdir(parents=True, exist_ok=True)
+    rig.mark("cluster up")
     try:
         backend = setup(rig)
-        rig.timeline["setup"] = time.monotonic() - started
+        rig.mark("pipeline up")
         run_crash_loop(rig, backend)
-        rig.timeline["crash loop"] = time.monotonic() - started
+        rig.mark("crash loop done")
         yield rig
     finally:
         rig.stop()
         cluster.stop()
-        print(f"\ncrash-loop rig timeline (s since start): {rig.timeline}", file=sys.stderr)
+        rig.mark("stopped")
+        print(f"\ncrash-loop timeline (s): {rig.timeline}", file=sys.stderr)
+        print(f"crash-loop observations: {rig.observations}", file=sys.stderr)
 
 
 def setup(rig: CrashLoopRig) -> ManagedProcess:
@@ -418,7 +429,15 @@ def run_crash_loop(rig: CrashLoopRig, backend: ManagedProcess) -> None:
         previous = wait_scraped(
             rig, start_time, lambda v, p=previous: v != p, f"restarted {SERVICE}", backend.name
         )
-    rig.timeline["last restart seen"] = time.monotonic()
+        rig.mark(f"restart {attempt} scraped")
+        # The rule's first branch, "more than 2 restarts in 5 minutes", after only
+        # `attempt` restarts: increase() extrapolates to the end of its window.
+        rig.observations[f"increase[5m] after {attempt} restarts"] = rig.scalar(
+            f"increase({restarts}[5m])"
+        )
+        rig.observations[f"PodCrashLooping after {attempt} restarts"] = [
+            a["state"] for a in rig.prometheus_alerts("PodCrashLooping")
+        ]
 
 
 # --- the checks --------------------------------------------------------------------------------
@@ -486,7 +505,8 @@ def test_the_email_names_the_pod(rig):
         assert description in part, part
         assert f"pod={rig.pod}" in part, part
         assert "http://localhost:3000/d/obs-runbook-crash-looping" in part, part
-    rig.timeline["mail"] = time.monotonic()
+    rig.mark("PodCrashLooping mail")
+    rig.observations["mail"] = f"Subject: {message.subject}\n{message.body}"
 
 
 def test_service_crash_looping_fires_but_is_inhibited(rig):
