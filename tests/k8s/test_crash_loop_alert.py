@@ -567,3 +567,51 @@ def test_service_crash_looping_fires_but_is_inhibited(rig):
 def seconds(duration: str) -> float:
     value, unit = re.fullmatch(r"(\d+)([smh])", duration).groups()
     return int(value) * {"s": 1, "m": 60, "h": 3600}[unit]
+
+
+def test_without_the_inhibition_rule_service_crash_looping_would_be_mailed(rig):
+    """The inhibition check above can fail: the same two alerts, posted to a second
+    Alertmanager whose config lacks the PodCrashLooping -> ServiceCrashLooping rule, leave
+    ServiceCrashLooping active (it would be mailed)."""
+    config = alertmanager_config(rig)
+    kept = [
+        r
+        for r in config["inhibit_rules"]
+        if r.get("source_matchers") != ['alertname="PodCrashLooping"']
+    ]
+    assert len(kept) == len(config["inhibit_rules"]) - 1, config["inhibit_rules"]
+    config["inhibit_rules"] = kept
+    # Its mail would land among the real ones: send it nowhere (nothing listens there).
+    config["global"]["smtp_smarthost"] = f"127.0.0.1:{free_port()}"
+    path = rig.workdir / "alertmanager-broken.yml"
+    path.write_text(yaml.safe_dump(config))
+    rig.ports["alertmanager-broken"] = free_port()
+    url = rig.url("alertmanager-broken")
+    rig.spawn(
+        "alertmanager-broken",
+        [
+            str(alertmanager_binary()),
+            f"--config.file={path}",
+            f"--storage.path={rig.workdir / 'alertmanager-broken-data'}",
+            f"--web.listen-address=127.0.0.1:{rig.ports['alertmanager-broken']}",
+            "--cluster.listen-address=",
+        ],
+    ).wait_http(f"{url}/-/ready", ok=lambda r: r.status_code == 200)
+    alerts = [
+        {k: a[k] for k in ("labels", "annotations", "startsAt", "endsAt", "generatorURL")}
+        for name in ("PodCrashLooping", "ServiceCrashLooping")
+        for a in rig.alertmanager_alerts(name)
+    ]
+    assert len(alerts) == 2, alerts
+    httpx.post(f"{url}/api/v2/alerts", json=alerts, timeout=10).raise_for_status()
+
+    def states():
+        got = httpx.get(f"{url}/api/v2/alerts", timeout=10).json()
+        return {a["labels"]["alertname"]: a["status"]["state"] for a in got}
+
+    poll_until(
+        lambda: states() == {"PodCrashLooping": "active", "ServiceCrashLooping": "active"},
+        "the Alertmanager without the rule to hold both alerts active",
+        timeout=30,
+        on_timeout=lambda: f"states: {states()}\n{rig.context('alertmanager-broken')}",
+    )
