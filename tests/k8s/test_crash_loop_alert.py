@@ -521,6 +521,9 @@ def test_service_crash_looping_fires_but_is_inhibited(rig):
     )
     assert alert["labels"]["service"] == SERVICE
     assert alert["labels"]["pod"] == rig.pod
+    assert alert["labels"]["namespace"] == NAMESPACE
+    # The pod's address, from kubernetes_sd, as in the cluster (port: prometheus.io/port).
+    assert alert["labels"]["instance"] == f"{rig.pod_ip}:5001"
     # ... and Alertmanager mutes it: PodCrashLooping names the pod.
     (source,) = rig.alertmanager_alerts("PodCrashLooping")
 
