@@ -103,10 +103,26 @@ class CrashLoopRig:
         return process
 
     def context(self, *names: str) -> str:
-        """The last log lines of the named components (ours and the cluster's)."""
+        """The last log lines of the named components (ours and the cluster's), and
+        Prometheus' view of its targets when Prometheus is named."""
         ours = [self.processes[n].describe_failure() for n in names if n in self.processes]
         theirs = [n for n in names if n in self.cluster.processes]
-        return "\n".join([*ours, self.cluster.failure_context(*theirs) if theirs else ""])
+        targets = [self.targets()] if "prometheus" in names else []
+        return "\n".join([*targets, *ours, self.cluster.failure_context(*theirs) if theirs else ""])
+
+    def targets(self) -> str:
+        """One line per active target, and how many discovered ones relabelling dropped."""
+        try:
+            data = httpx.get(f"{self.url('prometheus')}/api/v1/targets", timeout=5).json()
+        except (httpx.HTTPError, ValueError) as exc:
+            return f"Prometheus targets: unavailable ({exc!r})"
+        lines = [
+            f"  {t['labels'].get('job')} {t['labels'].get('instance')} -> {t['scrapeUrl']}: "
+            f"{t['health']} {t.get('lastError', '')}"
+            for t in data["data"]["activeTargets"]
+        ]
+        dropped = len(data["data"]["droppedTargets"])
+        return "\n".join(["Prometheus active targets:", *lines, f"  ({dropped} dropped)"])
 
     def stop(self) -> None:
         for process in reversed(list(self.processes.values())):
@@ -560,6 +576,44 @@ def test_service_crash_looping_fires_but_is_inhibited(rig):
     poll_until(
         lambda: (datetime.now(UTC) - arrived).total_seconds() > grace,
         "one group_wait and group_interval past ServiceCrashLooping's arrival",
+        timeout=grace + 10,
+        interval=1,
+    )
+    subjects = [m.subject for m in rig.mails()]
+    assert subjects == [f"[FIRING] PodCrashLooping {SERVICE} (critical)"], subjects
+
+
+def test_target_down_of_the_crashed_pod_is_inhibited(rig):
+    # In CrashLoopBackOff the pod is still Running, so it stays a target and is down
+    # (prometheus-kubernetes.yml says so); a minute later TargetDown fires, and the
+    # crash-loop alerts mute it in Alertmanager: the crash loop is the one mail.
+    (source,) = rig.alertmanager_alerts("PodCrashLooping")
+    (alert,) = poll_until(
+        lambda: [
+            a
+            for a in rig.alertmanager_alerts("TargetDown")
+            if a["labels"].get("service") == SERVICE
+        ],
+        "Alertmanager: TargetDown of the crashed backend",
+        timeout=120,
+        interval=1,
+        on_timeout=lambda: rig.context("prometheus", "alertmanager"),
+    )
+    assert alert["labels"]["pod"] == rig.pod
+    assert alert["status"]["state"] == "suppressed", alert
+    assert source["fingerprint"] in alert["status"]["inhibitedBy"], alert
+    rig.observations["TargetDown inhibited by"] = [
+        a["labels"]["alertname"]
+        for name in ("PodCrashLooping", "ServiceCrashLooping")
+        for a in rig.alertmanager_alerts(name)
+        if a["fingerprint"] in alert["status"]["inhibitedBy"]
+    ]
+    route = alertmanager_config(rig)["route"]
+    grace = seconds(route["group_wait"]) + seconds(route["group_interval"])
+    arrived = datetime.fromisoformat(alert["startsAt"].replace("Z", "+00:00"))
+    poll_until(
+        lambda: (datetime.now(UTC) - arrived).total_seconds() > grace,
+        "one group_wait and group_interval past TargetDown's arrival",
         timeout=grace + 10,
         interval=1,
     )
