@@ -16,8 +16,11 @@ class DeployError(Exception):
     """A failure to report to the user as it is: a message, never a traceback."""
 
 
-def require_tool(name: str, hint: str) -> str:
-    path = shutil.which(name)
+def require_tool(name: str, hint: str, explicit: str | None = None) -> str:
+    """The path of `name` on PATH, or of `explicit` (a path or a command name) if given."""
+    path = shutil.which(explicit or name)
+    if not path and explicit:
+        raise DeployError(f"{name}: {explicit!r} is not an executable file. {hint}")
     if not path:
         raise DeployError(f"{name} is not installed or not on PATH. {hint}")
     return path
@@ -27,10 +30,12 @@ def require_tool(name: str, hint: str) -> str:
 class Kubectl:
     executable: str = "kubectl"
     context: str | None = None
+    kubeconfig: str | None = None  # None: kubectl's own choice ($KUBECONFIG, ~/.kube/config)
 
     def argv(self, args: Sequence[str]) -> list[str]:
+        config = ["--kubeconfig", self.kubeconfig] if self.kubeconfig else []
         context = ["--context", self.context] if self.context else []
-        return [self.executable, *context, *args]
+        return [self.executable, *config, *context, *args]
 
     def run(
         self,
