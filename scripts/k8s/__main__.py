@@ -88,8 +88,12 @@ class Deployment:
             sizing = resources.minikube_sizing(needs)
             say(f"Resources the stack needs on Minikube:\n{indent(sizing.explanation)}")
             profile = self.minikube_profile()
-            if profile and profile.get("Status") == "Running":
-                self.check_profile(profile["Config"], sizing)
+            if profile:
+                # An existing profile keeps its size: `minikube start` ignores --cpus and
+                # --memory for it, so a too-small one must be recreated, not started.
+                self.check_profile(profile, sizing)
+            else:
+                self.check_host(sizing)
             return sizing
         context = self.kubectl.run("config", "current-context", check=False).stdout.strip()
         nodes = self.kubectl.json("get", "nodes")["items"]
@@ -116,7 +120,8 @@ class Deployment:
                 return profile
         return None
 
-    def check_profile(self, config: dict, sizing: resources.Sizing) -> None:
+    def check_profile(self, profile: dict, sizing: resources.Sizing) -> None:
+        config = profile.get("Config") or {}
         short = [
             f"{what}: has {have}, needs {need}"
             for what, have, need in (
@@ -128,12 +133,28 @@ class Deployment:
         ]
         if short:
             raise DeployError(
-                f"the running Minikube profile {self.profile!r} is too small: "
+                f"the Minikube profile {self.profile!r} ({profile_state(profile)}) is too "
+                "small: "
                 + "; ".join(short)
                 + f"\nRecreate it: minikube delete -p {self.profile} && make up"
                 + " (this deletes everything in that cluster)"
             )
-        say(f"Minikube profile {self.profile!r} is running and big enough.")
+        say(
+            f"Minikube profile {self.profile!r} ({profile_state(profile)}) has "
+            f"{config.get('CPUs')} CPUs, {config.get('Memory')} MB, {config.get('DiskSize')} MB "
+            "disk: big enough."
+        )
+
+    def check_host(self, sizing: resources.Sizing) -> None:
+        """Before `minikube start`: can this machine give the new node what it needs?"""
+        problems = resources.host_shortfall(sizing, minikube_home())
+        if problems:
+            raise DeployError(
+                f"this machine cannot host a Minikube node of {sizing.cpus} CPUs, "
+                f"{sizing.memory_mb} MB and {sizing.disk_mb} MB of disk:\n"
+                + indent("\n".join(problems))
+            )
+        say(f"No Minikube profile {self.profile!r} yet; this machine has room for it.")
 
     # --- up --------------------------------------------------------------------------
     def up(self) -> None:
@@ -176,6 +197,7 @@ class Deployment:
     def start_minikube(self, sizing: resources.Sizing) -> None:
         profile = self.minikube_profile()
         if profile and profile.get("Status") == "Running":
+            say(f"  Minikube profile {self.profile!r} is running.")
             return
         say(
             f"  minikube start -p {self.profile} --cpus {sizing.cpus} --memory "
@@ -191,11 +213,26 @@ class Deployment:
         for image in IMAGES:
             tag = f"{image.name}:{image_tag(image.service)}"
             say(f"  minikube image build -t {tag} -f {image.dockerfile} services")
+            started = time.monotonic()
+            # A relative -f is taken inside the build context (services/).
             run_tool(
                 [self.minikube, "-p", self.profile, "image", "build", "-t", tag,
                  "-f", image.dockerfile, str(REPO / "services")],
                 900, f"building {tag} in Minikube",
             )  # fmt: skip
+            # `minikube image build` logs a failed build as a warning and still exits 0
+            # (machine.BuildImage): check that the image is really there.
+            listed = run_tool(
+                [self.minikube, "-p", self.profile, "image", "ls"], 120, "minikube image ls"
+            ).stdout.split()
+            if not any(ref == tag or ref.endswith(f"/{tag}") for ref in listed):
+                raise DeployError(
+                    f"building {tag} in Minikube failed: `minikube image ls` does not list it "
+                    f"(see `minikube -p {self.profile} logs`, or run the build by hand: "
+                    f"minikube -p {self.profile} image build -t {tag} -f {image.dockerfile} "
+                    "services)"
+                )
+            say(f"    {tag}: built ({time.monotonic() - started:.0f} s)")
 
     def kustomization(self):
         """k8s/ itself, or an overlay that points the images at --registry."""
@@ -408,6 +445,16 @@ def print_access(profile: str | None, forwarded: bool = False) -> None:
         "Grafana's user and password: kubectl -n obs-monitoring get secret grafana-admin "
         "-o jsonpath='{.data.admin-password}' | base64 -d"
     )
+
+
+def profile_state(profile: dict | None) -> str:
+    return (profile or {}).get("Status") or "absent"
+
+
+def minikube_home() -> Path:
+    """Where Minikube keeps its machines (MINIKUBE_HOME, default ~/.minikube)."""
+    home = os.environ.get("MINIKUBE_HOME")
+    return Path(home) if home else Path.home() / ".minikube"
 
 
 def _immutable_jobs(stderr: str) -> list[str]:

@@ -11,8 +11,11 @@ for images and the node's system.
 from __future__ import annotations
 
 import math
+import os
 import re
+import shutil
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import yaml
 
@@ -178,6 +181,32 @@ def capacity(nodes: list[dict], pods: list[dict]) -> Capacity:
         used_mem,
         max(sizes, key=lambda size: (size[1], size[0]), default=(0.0, 0.0)),
     )
+
+
+def host_shortfall(sizing: Sizing, minikube_home: Path) -> list[str]:
+    """What this machine lacks for a new Minikube node of `sizing`: CPUs, memory (Linux:
+    /proc/meminfo; elsewhere the driver's VM settings decide, and Minikube checks), and
+    free disk where Minikube keeps its machines."""
+    problems = []
+    cpus = os.cpu_count() or 0
+    if cpus < sizing.cpus:
+        problems.append(f"CPUs: {sizing.cpus} needed, this machine has {cpus}")
+    meminfo = Path("/proc/meminfo")
+    if meminfo.exists():
+        total_kib = next(
+            int(line.split()[1])
+            for line in meminfo.read_text().splitlines()
+            if line.startswith("MemTotal:")
+        )
+        if total_kib * 1024 < sizing.memory_mb * 2**20:
+            problems.append(
+                f"memory: {sizing.memory_mb} MB needed, this machine has {total_kib // 1024} MB"
+            )
+    where = minikube_home if minikube_home.exists() else Path.home()
+    free = shutil.disk_usage(where).free
+    if free < sizing.disk_mb * 2**20:
+        problems.append(f"disk: {sizing.disk_mb} MB needed, {free // 2**20} MB free under {where}")
+    return problems
 
 
 def cluster_fit(needs: Needs, nodes: list[dict], pods: list[dict]) -> str:

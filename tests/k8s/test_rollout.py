@@ -264,3 +264,90 @@ def test_a_pod_that_cannot_be_scheduled_fails_up_in_bounded_time_naming_it(clust
     finally:
         down = k8s_cli(cluster, "down", f"--timeout={ROLLOUT_TIMEOUT}", f"--manifests={overlay}")
         assert down.returncode == 0, show(down)
+
+
+def fake_minikube(tmp_path: Path, profile: dict | None = None) -> tuple[dict[str, str], Path]:
+    """A `minikube` on PATH (tests/support/fake_minikube.py): Minikube itself cannot run
+    here. Returns the environment for k8s_cli and the file of recorded calls."""
+    bin_dir, state = tmp_path / "fake-bin", tmp_path / "fake-minikube"
+    bin_dir.mkdir()
+    script = REPO / "tests" / "support" / "fake_minikube.py"
+    (bin_dir / "minikube").write_text(f'#!/bin/sh\nexec "{sys.executable}" "{script}" "$@"\n')
+    (bin_dir / "minikube").chmod(0o755)
+    env = {"PATH": f"{bin_dir}{os.pathsep}{path_without_minikube()}",
+           "FAKE_MINIKUBE_STATE": str(state)}  # fmt: skip
+    if profile:
+        env["FAKE_MINIKUBE_PROFILE"] = json.dumps(profile)
+    return env, state / "calls.jsonl"
+
+
+def minikube_cli(cluster: KubeCluster, env: dict[str, str], *args: str):
+    """`make up`'s default path (no --skip-minikube): the profile is named after the
+    fixture's kubectl context, which is the context Minikube would have created."""
+    environ = {**os.environ, "PYTHONPATH": str(REPO / "scripts"),
+               "KUBECONFIG": str(cluster.kubeconfig), **env}  # fmt: skip
+    argv = [sys.executable, "-m", "k8s", *args, "--profile=obs-test",
+            "--kubectl", str(k8s_binary("kubectl"))]  # fmt: skip
+    return subprocess.run(
+        argv, capture_output=True, text=True, env=environ, cwd=REPO, timeout=COMMAND_TIMEOUT
+    )
+
+
+def test_make_up_on_minikube_sizes_starts_builds_and_deploys(cluster, tmp_path):
+    sizing = resources.minikube_sizing(resources.render_needs(render(), nodes=1))
+    # A stopped profile exactly as big as needed: preflight accepts it, `up` starts it.
+    stopped = {"Name": "obs-test", "Status": "Stopped",
+               "Config": {"CPUs": sizing.cpus, "Memory": sizing.memory_mb,
+                          "DiskSize": sizing.disk_mb}}  # fmt: skip
+    env, calls_file = fake_minikube(tmp_path, stopped)
+    try:
+        up = minikube_cli(cluster, env, "up", f"--timeout={ROLLOUT_TIMEOUT}")
+        print(up.stdout)
+        assert up.returncode == 0, show(up)
+        for line in sizing.explanation.splitlines():
+            assert f"  {line}\n" in up.stdout
+        calls = [json.loads(line) for line in calls_file.read_text().splitlines()]
+        assert [
+            "start",
+            "-p",
+            "obs-test",
+            f"--cpus={sizing.cpus}",
+            f"--memory={sizing.memory_mb}",
+            f"--disk-size={sizing.disk_mb}mb",
+        ] in calls
+        builds = sorted(c[c.index("-t") + 1] for c in calls if "build" in c)
+        assert builds == ["obs-backend:1.0.0", "obs-frontend:1.0.0"]
+        assert "obs-stack is up" in up.stdout
+        status = minikube_cli(cluster, env, "status")
+        assert status.returncode == 0, show(status)
+    finally:
+        down = minikube_cli(cluster, env, "down", f"--timeout={ROLLOUT_TIMEOUT}")
+        assert down.returncode == 0, show(down)
+
+
+def test_a_build_that_minikube_reports_as_done_but_did_not_make_fails_up(cluster, tmp_path):
+    sizing = resources.minikube_sizing(resources.render_needs(render(), nodes=1))
+    running = {"Name": "obs-test", "Status": "Running",
+               "Config": {"CPUs": sizing.cpus, "Memory": sizing.memory_mb,
+                          "DiskSize": sizing.disk_mb}}  # fmt: skip
+    env, _ = fake_minikube(tmp_path, running)
+    env["FAKE_MINIKUBE_BUILD"] = "silent-failure"
+    up = minikube_cli(cluster, env, "up", "--timeout=30")
+    assert up.returncode == 1, show(up)
+    assert up.stderr.startswith(
+        "error: building obs-frontend:1.0.0 in Minikube failed: `minikube image ls` does not"
+    ), show(up)
+    assert "==> apply" not in up.stdout
+
+
+def test_a_minikube_profile_too_small_is_refused_with_the_numbers(cluster, tmp_path):
+    small = {"Name": "obs-test", "Status": "Running",
+             "Config": {"CPUs": 2, "Memory": 2048, "DiskSize": 20000}}  # fmt: skip
+    env, _ = fake_minikube(tmp_path, small)
+    sizing = resources.minikube_sizing(resources.render_needs(render(), nodes=1))
+    result = minikube_cli(cluster, env, "preflight")
+    assert result.returncode == 1, show(result)
+    assert f"memory (MB): has 2048, needs {sizing.memory_mb}" in result.stderr
+    assert f"CPUs: has 2, needs {sizing.cpus}" in result.stderr
+    assert "minikube delete -p obs-test" in result.stderr
+    assert "Traceback" not in result.stderr
