@@ -122,6 +122,19 @@ def secret_values(cluster: KubeCluster) -> dict[tuple[str, str], dict[str, str]]
     return found
 
 
+def overlay(directory: Path, patch: dict) -> Path:
+    """A kustomization of k8s/ with one strategic-merge patch."""
+    directory.mkdir()
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [os.path.relpath(MANIFESTS, directory)],
+        "patches": [{"patch": yaml.safe_dump(patch)}],
+    }
+    (directory / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    return directory
+
+
 BYSTANDERS = [
     # Not ours, but carrying our labels: `down` must delete by name, not by label.
     {"apiVersion": "v1", "kind": "Namespace",
@@ -192,11 +205,23 @@ def test_up_rolls_out_everything_status_shows_it_and_down_removes_only_ours(clus
         assert line.split()[-1] in ("ready", "complete"), line
     assert f"{len(workloads)}/{len(workloads)} workloads ready" in status.stdout
 
-    # A second `up` changes nothing and keeps the passwords.
-    again = k8s_cli(cluster, "up", "--skip-build", f"--timeout={ROLLOUT_TIMEOUT}")
+    # A second `up` keeps the passwords, and replaces a Job whose pod template changed
+    # (as when kustomize renames the ConfigMap it mounts): a Job's template is immutable.
+    changed = overlay(tmp_path / "changed-job", {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "kibana-import", "namespace": "obs-monitoring"},
+        "spec": {"template": {"metadata": {"annotations": {"obs-stack.test/rev": "2"}}}},
+    })  # fmt: skip
+    again = k8s_cli(
+        cluster, "up", "--skip-build", f"--timeout={ROLLOUT_TIMEOUT}", f"--manifests={changed}"
+    )
     assert again.returncode == 0, show(again)
+    assert "job/kibana-import changed: deleting it to run the new one" in again.stdout
     assert "admin-password: kept" in again.stdout
     assert secret_values(cluster) == values
+    job = cluster.get_json("job", "kibana-import", "-n", "obs-monitoring")
+    assert job["spec"]["template"]["metadata"]["annotations"]["obs-stack.test/rev"] == "2"
+    assert job["status"].get("succeeded") == 1
 
     down = k8s_cli(cluster, "down", f"--timeout={ROLLOUT_TIMEOUT}")
     print(f"`down` took {down.seconds:.1f} s")
@@ -224,27 +249,15 @@ def test_a_pod_that_cannot_be_scheduled_fails_up_in_bounded_time_naming_it(clust
     # An overlay of k8s/ in which Jaeger's pod asks for a node label no node has: it
     # stays Pending (FailedScheduling), as a pod too big for the node or with an
     # unsatisfiable affinity would. Everything else is the real render.
-    overlay = tmp_path / "overlay"
-    overlay.mkdir()
-    patch = {
+    unschedulable = overlay(tmp_path / "overlay", {
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "jaeger", "namespace": "obs-monitoring"},
         "spec": {"template": {"spec": {"nodeSelector": {"obs-stack.test/no-such": "node"}}}},
-    }  # fmt: skip
-    (overlay / "kustomization.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "kustomize.config.k8s.io/v1beta1",
-                "kind": "Kustomization",
-                "resources": [os.path.relpath(MANIFESTS, overlay)],
-                "patches": [{"patch": yaml.safe_dump(patch)}],
-            }
-        )
-    )
+    })  # fmt: skip
     timeout = 20
     try:
         up = k8s_cli(cluster, "up", "--skip-build", f"--timeout={timeout}",
-                     f"--manifests={overlay}")  # fmt: skip
+                     f"--manifests={unschedulable}")  # fmt: skip
         print(f"`up` failed after {up.seconds:.1f} s\n{up.stdout}\n{up.stderr}")
         assert up.returncode == 1, show(up)
         assert "Traceback" not in up.stderr
@@ -256,13 +269,15 @@ def test_a_pod_that_cannot_be_scheduled_fails_up_in_bounded_time_naming_it(clust
         assert "didn't match Pod's node affinity/selector" in up.stderr
         assert "--- deployment/jaeger (obs-monitoring): 0/1 ready ---" in up.stderr
 
-        status = k8s_cli(cluster, "status", f"--manifests={overlay}")
+        status = k8s_cli(cluster, "status", f"--manifests={unschedulable}")
         assert status.returncode == 1, show(status)
         assert "deployment/jaeger (obs-monitoring)" in status.stdout
         assert "not ready: jaeger" in status.stdout
         assert "phase Pending" in status.stdout
     finally:
-        down = k8s_cli(cluster, "down", f"--timeout={ROLLOUT_TIMEOUT}", f"--manifests={overlay}")
+        down = k8s_cli(
+            cluster, "down", f"--timeout={ROLLOUT_TIMEOUT}", f"--manifests={unschedulable}"
+        )
         assert down.returncode == 0, show(down)
 
 
