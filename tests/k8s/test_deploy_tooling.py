@@ -18,8 +18,9 @@ import yaml
 
 from k8s import resources, rollout
 from k8s import secrets as k8s_secrets
-from k8s.__main__ import Deployment, parse
+from k8s.__main__ import Deployment, _immutable_jobs, parse
 from k8s.contract import IMAGES
+from stack.versions import k8s_binary
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -303,3 +304,77 @@ def test_missing_tools_give_a_clear_message_and_exit_1(tmp_path, args, tool):
     assert result.returncode == 1
     assert result.stderr.startswith(f"error: {tool} is not installed")
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_a_pod_bigger_than_every_node_is_refused_even_if_the_total_fits():
+    docs = [deployment("elasticsearch", 1, [container("500m", "6Gi")], kind="StatefulSet")]
+    needs = resources.render_needs(yaml.safe_dump_all(docs))
+    nodes = [node("4", "4Gi"), node("4", "4Gi")]
+    problems = resources.cluster_shortfall(needs, nodes, [])
+    assert problems == [
+        "StatefulSet/obs-apps/elasticsearch: one pod requests 500m CPU and 6144 MiB, more than"
+        " the largest node has allocatable (4000m, 4096 MiB): it could never be scheduled"
+    ]
+    assert resources.cluster_shortfall(needs, [node("4", "8Gi")], []) == []
+
+
+def test_claims_need_a_default_storage_class():
+    docs = [
+        deployment(
+            "elasticsearch", 1, [container("1", "1Gi")], kind="StatefulSet",
+            volumeClaimTemplates=[{"metadata": {"name": "data"},
+                                   "spec": {"resources": {"requests": {"storage": "5Gi"}}}}],
+        )
+    ]  # fmt: skip
+    render_yaml = yaml.safe_dump_all(docs)
+    plain = {"metadata": {"name": "slow", "annotations": {}}}
+    default = {"metadata": {"name": "standard", "annotations": {resources.DEFAULT_CLASS: "true"}}}
+    (problem,) = resources.storage_shortfall(render_yaml, [plain])
+    assert "StatefulSet/obs-apps/elasticsearch volume claim 'data'" in problem
+    assert resources.storage_shortfall(render_yaml, [plain, default]) == []
+    # A claim that names its class needs no default.
+    docs[0]["spec"]["volumeClaimTemplates"][0]["spec"]["storageClassName"] = "slow"
+    assert resources.storage_shortfall(yaml.safe_dump_all(docs), [plain]) == []
+
+
+def test_a_machine_too_small_for_the_minikube_node_is_named(tmp_path):
+    fits = resources.Sizing(cpus=1, memory_mb=1, disk_mb=1, explanation="")
+    assert resources.host_shortfall(fits, tmp_path) == []
+    huge = resources.Sizing(cpus=10**6, memory_mb=10**9, disk_mb=10**12, explanation="")
+    problems = resources.host_shortfall(huge, tmp_path)
+    assert [p.split(":")[0] for p in problems] == ["CPUs", "memory", "disk"]
+    assert f"under {tmp_path}" in problems[2]
+
+
+def test_jobs_refused_as_immutable_are_found_in_kubectl_errors():
+    # The API server's message, as `kubectl apply` printed it in tests/k8s/test_rollout.py.
+    stderr = (
+        'The Job "kibana-import" is invalid: spec.template: Invalid value: '
+        "core.PodTemplateSpec{...}: field is immutable\n"
+        'The Deployment "web" is invalid: spec.selector: Invalid value: {}: field is immutable'
+    )
+    assert _immutable_jobs(stderr) == ["kibana-import"]
+    assert _immutable_jobs("error: something else") == []
+
+
+def kubectl_for_render() -> str:
+    built = k8s_binary("kubectl")
+    return str(built) if built.is_file() else kubectl_or_skip()
+
+
+def test_the_secrets_table_is_exactly_what_k8s_refers_to():
+    """Both ways: preflight refuses a render that refers to a Secret key the table does
+    not create, and the table creates nothing the manifests do not use."""
+    rendered = subprocess.run(
+        [kubectl_for_render(), "kustomize", str(REPO / "k8s")],
+        capture_output=True, text=True, check=True, timeout=120,
+    ).stdout  # fmt: skip
+    assert k8s_secrets.not_in_table(rendered) == []
+    referenced = k8s_secrets.referenced_secret_keys(rendered)
+    created = {(s.namespace, s.name, k.key) for s in k8s_secrets.SECRETS for k in s.keys}
+    assert created == referenced
+    # Breaking it on purpose: a key the manifests would need that the table lacks.
+    broken = rendered.replace("key: grafana-password", "key: grafana-pasword", 1)
+    assert k8s_secrets.not_in_table(broken) == [
+        "key 'grafana-pasword' of Secret obs-monitoring/elasticsearch-credentials"
+    ]
