@@ -12,7 +12,7 @@ PYTEST := $(PY) -m pytest
 .PHONY: help bootstrap bootstrap-python bootstrap-images bootstrap-k8s validate test-images up status open down services demo mail test test-e2e lint format lock clean views bench
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 bootstrap: ## Install everything (Python venv, Prometheus, Alertmanager, Jaeger, Elasticsearch)
 	scripts/bootstrap.sh all
@@ -48,6 +48,9 @@ test-e2e: bootstrap ## Only the end-to-end tests against the real backends
 bench: ## Telemetry cost vs the bare app (wrk, real Jaeger): docs/benchmarks.{json,md,png}; ~7 min
 	scripts/bootstrap.sh bench
 	PYTHONPATH=scripts:. $(PY) -m bench all docs/benchmarks.json
+
+validate: bootstrap-python bootstrap-k8s ## Check the k8s/ render offline: schema, a real API server (Pod Security), cross-references, promtool/amtool/Jaeger, checkov
+	CI=$${CI:-} $(PYTEST) -m validate tests/k8s
 
 test-images: bootstrap-python bootstrap-images ## Only the image tests: build and run both service images with podman
 	CI=$${CI:-} $(PYTEST) -m images tests

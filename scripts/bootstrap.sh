@@ -451,10 +451,40 @@ install_prometheus_tools() {
     go_install_tool "$(k8s_bin "$tool" "$PROMETHEUS_RELEASE")" "$(prometheus_ldflags "$PROMETHEUS_RELEASE")" \
       "github.com/prometheus/prometheus/cmd/$tool@$PROMETHEUS_MODULE_VERSION"
   done
-  for tool in amtool alertmanager; do
-    go_install_tool "$(k8s_bin "$tool" "$ALERTMANAGER_VERSION")" "$(prometheus_ldflags "$ALERTMANAGER_VERSION")" \
-      "github.com/prometheus/alertmanager/cmd/$tool@$ALERTMANAGER_VERSION"
-  done
+  go_install_tool "$(k8s_bin amtool "$ALERTMANAGER_VERSION")" "$(prometheus_ldflags "$ALERTMANAGER_VERSION")" \
+    "github.com/prometheus/alertmanager/cmd/amtool@$ALERTMANAGER_VERSION"
+  install_alertmanager
+}
+
+# The alertmanager binary embeds its web UI (ui/app/dist), which the release builds with
+# npm and which the module zip does not contain, so `go install` fails with "pattern
+# app/dist: no matching files found". It builds from a copy of the module with a one-page
+# placeholder there: the API, routing and notifications are the release's code; only the
+# browser UI is missing (amtool and the API v2 are what the tests use).
+install_alertmanager() {
+  local binary dir="$cache/src/alertmanager-$ALERTMANAGER_VERSION"
+  binary=$(k8s_bin alertmanager "$ALERTMANAGER_VERSION")
+  if [[ -x "$binary" ]]; then log "  $(basename "$binary") present"; return; fi
+  if [[ ! -f "$dir/.complete" ]]; then
+    local log="$cache/logs/alertmanager-source.log" module
+    : >"$log"
+    go_or_die "$log" "downloading github.com/prometheus/alertmanager@$ALERTMANAGER_VERSION" \
+      go mod download github.com/prometheus/alertmanager@"$ALERTMANAGER_VERSION"
+    module="$GOMODCACHE/github.com/prometheus/alertmanager@$ALERTMANAGER_VERSION"
+    rm -rf "$dir"
+    mkdir -p "$(dirname "$dir")"
+    cp -r "$module" "$dir"
+    chmod -R u+w "$dir"
+    mkdir -p "$dir/ui/app/dist"
+    cat >"$dir/ui/app/dist/index.html" <<'HTML'
+<!doctype html>
+<title>Alertmanager</title>
+<p>This Alertmanager was built by obs-stack's scripts/bootstrap.sh from the Go module,
+which does not contain the npm-built web UI. The API (/api/v2/) works; use amtool.</p>
+HTML
+    touch "$dir/.complete"
+  fi
+  go_build_tool "$binary" "$dir" "$(prometheus_ldflags "$ALERTMANAGER_VERSION")" ./cmd/alertmanager
 }
 
 install_checkov() {

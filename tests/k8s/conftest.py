@@ -7,10 +7,14 @@ fails the test; elsewhere the test is skipped with the command that builds it.
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import pytest
 
+from k8s.secrets import SECRETS, choose_values, manifest
+from tests.k8s.render import by_kind, dump, kustomize, load
 from tests.support.kube_cluster import (
     BOOTSTRAP_HINT,
     CONTROL_PLANE,
@@ -52,3 +56,66 @@ def kube_cluster(tmp_path_factory):
     )
     with cluster:
         yield cluster
+
+
+@pytest.fixture(scope="session")
+def render_text() -> str:
+    """`kubectl kustomize k8s/` with the pinned kubectl: what `make up` applies."""
+    require_k8s_binaries(["kubectl"])
+    return kustomize()
+
+
+@pytest.fixture(scope="session")
+def render_docs(render_text) -> list[dict]:
+    return load(render_text)
+
+
+@pytest.fixture(scope="session")
+def stack_secrets() -> list[dict]:
+    """The Secrets `make up` creates (scripts/k8s/secrets.py), with throwaway values."""
+    resolved: dict = {}
+    manifests = []
+    for spec in SECRETS:
+        values, _ = choose_values(spec, {}, {}, resolved)
+        resolved.update({(spec.namespace, spec.name, k): v for k, v in values.items()})
+        manifests.append(manifest(spec, values))
+    return manifests
+
+
+@dataclass
+class Applied:
+    """The outcome of `kubectl apply --server-side --warnings-as-errors` of the render."""
+
+    cluster: KubeCluster
+    result: subprocess.CompletedProcess
+
+
+@pytest.fixture(scope="session")
+def applied(kube_cluster, render_text, stack_secrets) -> Applied:
+    """The whole render applied to the session's control plane, as `make up` does:
+    Namespaces first, then the Secrets, then everything (server-side, warnings are
+    errors). Tests that need it to have succeeded call `require_applied`."""
+    docs = load(render_text)
+    kube_cluster.kubectl(
+        "apply", "--server-side", "--field-manager=obs-stack-up", "-f", "-",
+        stdin=dump(by_kind(docs, "Namespace")),
+    )  # fmt: skip
+    kube_cluster.kubectl(
+        "apply", "--server-side", "--field-manager=obs-stack-up", "-f", "-",
+        stdin=dump(stack_secrets),
+    )  # fmt: skip
+    result = kube_cluster.kubectl(
+        "apply", "--server-side", "--field-manager=obs-stack-up", "--warnings-as-errors",
+        "-f", "-", stdin=render_text, check=False,
+    )  # fmt: skip
+    return Applied(kube_cluster, result)
+
+
+def require_applied(applied: Applied) -> KubeCluster:
+    if applied.result.returncode != 0:
+        pytest.fail(
+            "the render was not applied (see test_server_side_apply_accepts_every_object):\n"
+            + applied.result.stderr,
+            pytrace=False,
+        )
+    return applied.cluster

@@ -25,12 +25,20 @@ json_string() {
   printf '"%s"' "$s"
 }
 
+# curl_user USER PASSWORD: a curl config line with the credentials, for -K. Inside
+# its double quotes curl reads \\ as \ and \" as ".
+curl_user() {
+  local password=${2//\\/\\\\}
+  password=${password//\"/\\\"}
+  printf 'user = "%s:%s"\n' "$1" "$password"
+}
+
 # request METHOD PATH [BODY_FILE]: prints the HTTP status; the body is in $RESPONSE.
 request() {
   local body=()
   if [[ $# -ge 3 ]]; then body=(-H 'Content-Type: application/json' --data-binary "@$3"); fi
   curl --silent --max-time 30 -o "$RESPONSE" -w '%{http_code}' \
-    -K <(printf 'user = "elastic:%s"\n' "${ELASTIC_PASSWORD//\"/\\\"}") \
+    -K <(curl_user elastic "$ELASTIC_PASSWORD") \
     -X "$1" "${body[@]}" "$ES_URL$2" || true
 }
 

@@ -13,11 +13,19 @@ set -euo pipefail
 WAIT_SECONDS=${WAIT_SECONDS:-900}
 RESPONSE=$(mktemp)
 
+# curl_user USER PASSWORD: a curl config line with the credentials, for -K. Inside
+# its double quotes curl reads \\ as \ and \" as ".
+curl_user() {
+  local password=${2//\\/\\\\}
+  password=${password//\"/\\\"}
+  printf 'user = "%s:%s"\n' "$1" "$password"
+}
+
 # kibana ARGS...: curl as elastic (credentials from a file descriptor, never argv);
 # prints the HTTP status, the body is in $RESPONSE.
 kibana() {
   curl --silent --max-time 60 -o "$RESPONSE" -w '%{http_code}' \
-    -K <(printf 'user = "elastic:%s"\n' "${ELASTIC_PASSWORD//\"/\\\"}") \
+    -K <(curl_user elastic "$ELASTIC_PASSWORD") \
     -H 'kbn-xsrf: obs-stack' "$@" || true
 }
 
@@ -44,6 +52,6 @@ for file in "${files[@]}"; do
     echo "kibana-import: importing $(basename "$file") failed: HTTP $status: $(head -c 2000 "$RESPONSE")" >&2
     exit 1
   fi
-  echo "kibana-import: $(basename "$file"): $(grep -o '"successCount":[0-9]*' "$RESPONSE")"
+  echo "kibana-import: $(basename "$file"): $(tr -d ' \n' <"$RESPONSE" | grep -o '"successCount":[0-9]*')"
 done
 echo "kibana-import: done"

@@ -1,0 +1,664 @@
+"""`make validate`: the k8s/ render checked offline, by the real tools, before any cluster.
+
+- strict OpenAPI schema validation of every object (kubernetes-validate, Kubernetes 1.34:
+  Minikube's default; unknown fields are errors);
+- server-side apply of the whole render to a real kube-apiserver (admission plugins on,
+  Pod Security included) with warnings as errors, then every workload rolled out on a
+  kwok node the size of the Minikube VM;
+- cross-references: Services <-> pods, ConfigMaps/Secrets/keys/ServiceAccounts/PVCs,
+  addresses (OTLP endpoint, Fluent Bit's output, Grafana's datasources, Kibana's
+  Elasticsearch, ...) <-> Services and ports, Prometheus discovery <-> pods;
+- the deployed configurations loaded by the deployed versions: promtool and amtool
+  (Prometheus v3.16.0, Alertmanager v0.34.2), Prometheus discovering the cluster's pods as
+  its ServiceAccount, kube-state-metrics as its ServiceAccount, Jaeger started on its
+  ConfigMap answering its probe; the image tags are the versions tested;
+- checkov over the render, with an allow-list whose every entry has a reason;
+- broken-on-purpose copies: each check names the object it fails on.
+
+Reads CI (through the fixtures: a missing binary fails instead of skipping).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import httpx
+import kubernetes_validate
+import pytest
+import yaml
+
+from k8s.contract import NAMESPACES
+from k8s.secrets import SECRETS, referenced_secret_keys
+from stack.versions import (
+    VERSIONS,
+    alertmanager_binary,
+    amtool_binary,
+    checkov_binary,
+    jaeger_binary,
+    k8s_binary,
+    prometheus_binary,
+    promtool_binary,
+)
+from tests.k8s import render
+from tests.k8s.conftest import in_ci, require_applied
+from tests.k8s.deployed import decoded, env_of, materialize
+from tests.support.polling import free_port, poll_until
+from tests.support.processes import ManagedProcess
+
+pytestmark = pytest.mark.validate
+
+# Minikube's default Kubernetes (minikube v1.37: v1.34.0) is the minor version the
+# schemas are checked against and the control plane runs (K8S_VERSION).
+SCHEMA_VERSION = "1.34.0"
+ALLOWLIST = Path(__file__).with_name("checkov-allowlist.yaml")
+
+
+@pytest.fixture(scope="module")
+def docs(render_docs) -> list[dict]:
+    return render_docs
+
+
+@pytest.fixture
+def mutable(render_docs) -> list[dict]:
+    """A deep copy of the render, to break on purpose."""
+    return copy.deepcopy(render_docs)
+
+
+@pytest.fixture(scope="module")
+def secrets(stack_secrets) -> dict[tuple[str, str], dict[str, str]]:
+    return {(m["metadata"]["namespace"], m["metadata"]["name"]): decoded(m) for m in stack_secrets}
+
+
+def test_the_schema_version_is_the_control_planes():
+    assert (
+        VERSIONS["K8S_VERSION"].removeprefix("v").rsplit(".", 1)[0]
+        == SCHEMA_VERSION.rsplit(".", 1)[0]
+    )
+
+
+def test_the_render_has_the_contracts_namespaces_and_labels(docs):
+    assert {d["metadata"]["name"] for d in render.by_kind(docs, "Namespace")} == set(NAMESPACES)
+    unlabelled = [
+        render.ident(d)
+        for d in docs
+        if d["metadata"].get("labels", {}).get("app.kubernetes.io/part-of") != "obs-stack"
+    ]
+    assert unlabelled == []
+
+
+# --- schema ---------------------------------------------------------------------------
+
+
+def schema_problems(docs: list[dict]) -> list[str]:
+    problems = []
+    for doc in docs:
+        try:
+            kubernetes_validate.validate(doc, SCHEMA_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            where = "/".join(str(p) for p in error.path)
+            problems.append(f"{render.ident(doc)}: {where}: {error.message}")
+        except kubernetes_validate.SchemaNotFoundError:
+            problems.append(f"{render.ident(doc)}: no schema for {doc['apiVersion']}")
+    return problems
+
+
+def test_every_object_passes_strict_schema_validation(docs):
+    assert schema_problems(docs) == []
+
+
+def test_an_unknown_field_fails_schema_validation_naming_the_object(mutable):
+    render.find(mutable, "Deployment", "jaeger", "obs-monitoring")["spec"]["replica"] = 1
+    (problem,) = schema_problems(mutable)
+    assert problem.startswith("Deployment obs-monitoring/jaeger: spec:")
+    assert "'replica' was unexpected" in problem
+
+
+# --- the real API server ----------------------------------------------------------------
+
+
+def test_server_side_apply_accepts_every_object_without_a_warning(applied, docs):
+    result = applied.result
+    assert result.returncode == 0, result.stderr
+    assert "Warning" not in result.stderr, result.stderr
+    applied_names = set(result.stdout.split())
+    for doc in docs:
+        kind = doc["kind"].lower()
+        assert any(line.startswith(f"{kind}") and line.endswith(f"/{doc['metadata']['name']}")
+                   for line in applied_names if "/" in line), (
+            f"{render.ident(doc)} missing from kubectl's output:\n{result.stdout}"
+        )  # fmt: skip
+
+
+def test_every_workload_rolls_out_on_a_minikube_sized_node(applied, docs):
+    cluster = require_applied(applied)
+    failures = []
+    for workload in render.workloads(docs):
+        kind, name = workload["kind"], workload["metadata"]["name"]
+        namespace = workload["metadata"]["namespace"]
+        if kind == "Job":
+            result = cluster.kubectl(
+                "wait", "--for=condition=complete", f"job/{name}", "-n", namespace,
+                "--timeout=60s", check=False, timeout=90,
+            )  # fmt: skip
+            if result.returncode != 0:
+                failures.append(f"{render.ident(workload)}: {result.stderr.strip()}")
+            continue
+        try:
+            cluster.rollout_status(kind.lower(), name, namespace, timeout=60)
+        except AssertionError as error:
+            failures.append(str(error))
+    assert failures == []
+
+
+def test_statefulset_claims_are_bound(applied, docs):
+    cluster = require_applied(applied)
+    for sts in render.by_kind(docs, "StatefulSet"):
+        namespace, name = sts["metadata"]["namespace"], sts["metadata"]["name"]
+        for template in sts["spec"].get("volumeClaimTemplates", []):
+            for ordinal in range(sts["spec"].get("replicas", 1)):
+                claim = f"{template['metadata']['name']}-{name}-{ordinal}"
+                pvc = cluster.get_json("pvc", claim, "-n", namespace)
+                assert pvc["status"]["phase"] == "Bound", (claim, pvc["status"])
+
+
+def restricted_namespaces(docs: list[dict]) -> list[str]:
+    return [
+        d["metadata"]["name"]
+        for d in render.by_kind(docs, "Namespace")
+        if d["metadata"].get("labels", {}).get("pod-security.kubernetes.io/enforce") == "restricted"
+    ]
+
+
+def test_namespace_pod_security_levels_are_the_contracts(docs):
+    levels = {
+        d["metadata"]["name"]: d["metadata"]["labels"].get("pod-security.kubernetes.io/enforce")
+        for d in render.by_kind(docs, "Namespace")
+    }
+    assert levels == {
+        "obs-apps": "restricted",
+        "obs-monitoring": "restricted",
+        "obs-logging": "privileged",
+    }
+
+
+ROOTFUL_POD = {
+    "apiVersion": "v1",
+    "kind": "Pod",
+    "metadata": {"name": "rootful"},
+    "spec": {"containers": [{"name": "app", "image": "registry.example/app:1.0.0"}]},
+}
+
+
+@pytest.mark.parametrize("namespace", ["obs-apps", "obs-monitoring"])
+def test_a_non_compliant_pod_is_refused_in_each_restricted_namespace(applied, docs, namespace):
+    assert namespace in restricted_namespaces(docs)
+    cluster = require_applied(applied)
+    pod = copy.deepcopy(ROOTFUL_POD)
+    pod["metadata"]["namespace"] = namespace
+    result = cluster.kubectl(
+        "apply", "--server-side", "--dry-run=server", "-f", "-",
+        stdin=json.dumps(pod), check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert 'pods "rootful" is forbidden: violates PodSecurity "restricted:latest"' in (
+        result.stderr
+    ), result.stderr
+
+
+def test_a_workload_without_its_security_context_is_refused_naming_it(applied, mutable):
+    cluster = require_applied(applied)
+    deployment = render.find(mutable, "Deployment", "frontend", "obs-apps")
+    del render.pod_spec(deployment)["containers"][0]["securityContext"]["allowPrivilegeEscalation"]
+    result = cluster.kubectl(
+        "apply", "--server-side", "--dry-run=server", "--warnings-as-errors",
+        "--field-manager=obs-stack-up", "-f", "-", stdin=json.dumps(deployment), check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert 'would violate PodSecurity "restricted:latest"' in result.stderr, result.stderr
+    assert 'container "frontend" must set securityContext.allowPrivilegeEscalation=false' in (
+        result.stderr
+    )
+
+
+# --- cross-references -------------------------------------------------------------------
+
+
+def test_services_select_pods_and_target_their_ports(docs):
+    assert render.check_services(docs) == []
+
+
+def test_every_referenced_configmap_secret_key_account_and_claim_exists(docs):
+    assert render.check_references(docs) == []
+
+
+def test_every_secret_of_the_table_is_used(docs, render_text):
+    used = {(ns, name) for ns, name, _ in referenced_secret_keys(render_text)}
+    assert {(s.namespace, s.name) for s in SECRETS} <= used
+
+
+def test_every_address_is_a_real_service_and_port(docs):
+    found = render.addresses(docs)
+    # The ones the stack cannot work without, so that the check cannot pass empty.
+    owners = " ".join(a.owner for a in found)
+    for needed in ("OTEL_EXPORTER_OTLP_ENDPOINT", "output-elasticsearch.conf", "datasources.yaml",
+                   "ELASTICSEARCH_HOSTS", "smtp_smarthost", "prometheus.yml"):  # fmt: skip
+        assert needed in owners, f"no in-cluster address found in {needed}"
+    assert render.check_addresses(docs) == []
+
+
+def test_prometheus_discovery_matches_the_pods(docs):
+    assert render.check_discovery(docs) == []
+
+
+def test_fluent_bit_serves_its_metrics_where_prometheus_looks(docs):
+    daemonset = render.find(docs, "DaemonSet", "fluent-bit", "obs-logging")
+    (container,) = render.pod_spec(daemonset)["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    ports = {p["containerPort"] for p in container["ports"]}
+    annotations = render.template_annotations(daemonset)
+    assert int(env["FLUENT_BIT_HTTP_PORT"]) in ports
+    assert annotations["prometheus.io/port"] == env["FLUENT_BIT_HTTP_PORT"]
+
+
+# --- broken on purpose: each check names the object ----------------------------------------
+
+
+def test_a_selector_that_matches_nothing_is_reported(mutable):
+    service = render.find(mutable, "Service", "frontend", "obs-apps")
+    service["spec"]["selector"] = {"app.kubernetes.io/name": "frontend-typo"}
+    assert render.check_services(mutable) == [
+        "Service obs-apps/frontend: selector {'app.kubernetes.io/name': 'frontend-typo'} "
+        "matches no pod template"
+    ]
+
+
+def test_a_wrong_target_port_name_is_reported(mutable):
+    service = render.find(mutable, "Service", "jaeger", "obs-monitoring")
+    service["spec"]["ports"][1]["targetPort"] = "otlp-https"
+    (problem,) = render.check_services(mutable)
+    assert problem.startswith("Service obs-monitoring/jaeger port otlp-http: targetPort")
+    assert "Deployment obs-monitoring/jaeger" in problem
+
+
+def test_a_renamed_configmap_reference_is_reported(mutable):
+    jaeger = render.find(mutable, "Deployment", "jaeger", "obs-monitoring")
+    volume = next(v for v in render.pod_spec(jaeger)["volumes"] if "configMap" in v)
+    volume["configMap"]["name"] = "jaeger-configuration"
+    assert render.check_references(mutable) == [
+        "Deployment obs-monitoring/jaeger volume config: ConfigMap "
+        "obs-monitoring/jaeger-configuration does not exist"
+    ]
+
+
+def test_a_secret_key_the_table_does_not_create_is_reported(mutable):
+    grafana = render.find(mutable, "Deployment", "grafana", "obs-monitoring")
+    env = next(
+        e for e in render.pod_spec(grafana)["containers"][0]["env"]
+        if e["name"] == "GF_SECURITY_ADMIN_PASSWORD"
+    )  # fmt: skip
+    env["valueFrom"]["secretKeyRef"]["key"] = "password"
+    assert render.check_references(mutable) == [
+        "Deployment obs-monitoring/grafana container grafana env GF_SECURITY_ADMIN_PASSWORD: "
+        "Secret obs-monitoring/grafana-admin has no key 'password'"
+    ]
+
+
+def test_an_unpinned_image_is_reported(mutable):
+    backend = render.find(mutable, "Deployment", "backend", "obs-apps")
+    render.pod_spec(backend)["containers"][0]["image"] = "obs-backend:latest"
+    assert render.check_images_pinned(mutable) == [
+        "Deployment obs-apps/backend container backend: image obs-backend:latest is not "
+        "pinned to an exact tag"
+    ]
+
+
+def test_an_image_other_than_the_tested_version_is_reported(mutable):
+    prometheus = render.find(mutable, "Deployment", "prometheus", "obs-monitoring")
+    render.pod_spec(prometheus)["containers"][0]["image"] = "quay.io/prometheus/prometheus:v3.15.0"
+    (problem,) = render.check_tested_versions(mutable)
+    assert problem.startswith("Deployment obs-monitoring/prometheus container prometheus:")
+    assert VERSIONS["PROMETHEUS_RELEASE"] in problem
+
+
+def test_an_address_on_a_port_the_service_lacks_is_reported(mutable):
+    frontend = render.find(mutable, "Deployment", "frontend", "obs-apps")
+    env = next(
+        e for e in render.pod_spec(frontend)["containers"][0]["env"]
+        if e["name"] == "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )  # fmt: skip
+    env["value"] = "http://jaeger.obs-monitoring.svc:4319"
+    assert render.check_addresses(mutable) == [
+        "Deployment obs-apps/frontend container frontend env OTEL_EXPORTER_OTLP_ENDPOINT: "
+        "Service obs-monitoring/jaeger has no port 4319"
+    ]
+
+
+def test_fluent_bits_output_to_a_missing_service_is_reported(mutable):
+    daemonset = render.find(mutable, "DaemonSet", "fluent-bit", "obs-logging")
+    env = next(
+        e for e in render.pod_spec(daemonset)["containers"][0]["env"] if e["name"] == "ES_HOST"
+    )
+    env["value"] = "elastic.obs-monitoring.svc"
+    (problem,) = render.check_addresses(mutable)
+    assert problem.startswith("DaemonSet obs-logging/fluent-bit (output-elasticsearch.conf")
+    assert problem.endswith("no Service obs-monitoring/elastic")
+
+
+def test_a_scrape_port_annotation_naming_no_port_is_reported(mutable):
+    backend = render.find(mutable, "Deployment", "backend", "obs-apps")
+    backend["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] = "5002"
+    (problem,) = render.check_discovery(mutable)
+    assert problem.startswith("Deployment obs-apps/backend: job backend scrapes the container port")
+
+
+# --- the deployed versions, on the deployed configuration ----------------------------------
+
+
+def test_the_images_are_the_tested_versions(docs):
+    repositories = {render.split_image(image)[0] for _, image in render.images(docs)}
+    # Each pinned component is deployed (else the check below would pass vacuously).
+    pinned = {
+        "quay.io/prometheus/prometheus", "quay.io/prometheus/alertmanager",
+        "docker.elastic.co/elasticsearch/elasticsearch", "docker.elastic.co/kibana/kibana",
+        "registry.k8s.io/kube-state-metrics/kube-state-metrics",
+    }  # fmt: skip
+    assert pinned <= repositories
+    assert repositories & {"docker.io/jaegertracing/jaeger", "jaegertracing/jaeger"}
+    assert render.check_tested_versions(docs) == []
+
+
+def require_binary(path: Path) -> str:
+    if not path.is_file():
+        message = f"not built: {path}; run `scripts/bootstrap.sh k8s`"
+        if in_ci():
+            pytest.fail(f"{message} (CI=true: a missing binary is a failure)", pytrace=False)
+        pytest.skip(message)
+    return str(path)
+
+
+def run(*argv: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        argv, capture_output=True, text=True, timeout=timeout, check=False, **kwargs
+    )
+
+
+def arg_value(args: list[str], flag: str) -> str:
+    for arg in args:
+        if arg.startswith(f"{flag}="):
+            return arg.split("=", 1)[1]
+    raise AssertionError(f"no {flag}= among {args}")
+
+
+@pytest.fixture(scope="module")
+def prometheus_deployed(docs, secrets, tmp_path_factory):
+    workload = render.find(docs, "Deployment", "prometheus", "obs-monitoring")
+    files = materialize(docs, workload, "prometheus", tmp_path_factory.mktemp("prom"), secrets)
+    args = render.pod_spec(workload)["containers"][0]["args"]
+    return workload, files, args
+
+
+def test_promtool_accepts_the_deployed_prometheus_config_and_its_rules(prometheus_deployed):
+    promtool = require_binary(promtool_binary())
+    _, files, args = prometheus_deployed
+    config = files.local(arg_value(args, "--config.file"))
+    result = run(promtool, "check", "config", str(config))
+    assert result.returncode == 0, result.stdout + result.stderr
+    # The rule files were found where the Deployment mounts them, and checked.
+    rules = list(files.mounts["/etc/prometheus/rules"].glob("*.yml"))
+    assert rules
+    for rule_file in rules:
+        assert re.search(rf"Checking {re.escape(str(rule_file))}\s+SUCCESS: \d+ rules found",
+                         result.stdout + result.stderr), result.stdout + result.stderr  # fmt: skip
+
+
+def test_amtool_accepts_the_deployed_alertmanager_config(docs, secrets, tmp_path):
+    amtool = require_binary(amtool_binary())
+    workload = render.find(docs, "Deployment", "alertmanager", "obs-monitoring")
+    files = materialize(docs, workload, "alertmanager", tmp_path, secrets)
+    args = render.pod_spec(workload)["containers"][0]["args"]
+    config = files.local(arg_value(args, "--config.file"))
+    result = run(amtool, "check-config", str(config))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 templates" in result.stdout, result.stdout
+    # The password file the config names is the one the Secret volume provides.
+    password_file = yaml.safe_load(config.read_text())["global"]["smtp_auth_password_file"]
+    assert Path(password_file).is_file(), password_file
+
+
+def test_the_deployed_alertmanager_starts_on_its_config(docs, secrets, tmp_path):
+    binary = require_binary(alertmanager_binary())
+    workload = render.find(docs, "Deployment", "alertmanager", "obs-monitoring")
+    files = materialize(docs, workload, "alertmanager", tmp_path / "root", secrets)
+    args = [files.relocate(a) for a in render.pod_spec(workload)["containers"][0]["args"]]
+    port = free_port()
+    process = ManagedProcess(
+        "alertmanager", [binary, *args, f"--web.listen-address=127.0.0.1:{port}"], tmp_path
+    )
+    try:
+        process.wait_http(f"http://127.0.0.1:{port}/-/ready", ok=lambda r: r.status_code == 200)
+        status = httpx.get(f"http://127.0.0.1:{port}/api/v2/status", timeout=5).json()
+        assert "smtp_auth_password_file" in status["config"]["original"]
+        assert status["versionInfo"]["version"] == VERSIONS["ALERTMANAGER_VERSION"].removeprefix(
+            "v"
+        )
+    finally:
+        process.stop()
+
+
+def test_jaegers_container_ports_are_its_configs_defaults(docs):
+    workload = render.find(docs, "Deployment", "jaeger", "obs-monitoring")
+    config = next(
+        cm["data"]["config.yaml"]
+        for cm in render.by_kind(docs, "ConfigMap")
+        if "config.yaml" in cm.get("data", {})
+        and cm["metadata"]["name"].startswith("jaeger-config")
+    )
+    defaults = {int(p) for p in re.findall(r"\$\{env:JAEGER_\w+_PORT:-(\d+)\}", config)}
+    (container,) = render.pod_spec(workload)["containers"]
+    assert {p["containerPort"] for p in container["ports"]} == defaults
+
+
+def test_the_deployed_jaeger_starts_on_its_config_and_answers_its_probe(docs, secrets, tmp_path):
+    binary = require_binary(jaeger_binary())
+    workload = render.find(docs, "Deployment", "jaeger", "obs-monitoring")
+    files = materialize(docs, workload, "jaeger", tmp_path / "root", secrets)
+    (container,) = render.pod_spec(workload)["containers"]
+    config = files.local("/etc/jaeger/config.yaml").read_text()
+    # The Deployment's env, plus every port made free and the host loopback.
+    env = env_of(workload, "jaeger", secrets)
+    ports = {name: free_port() for name in re.findall(r"\$\{env:(JAEGER_\w+_PORT):-\d+\}", config)}
+    env.update({name: str(port) for name, port in ports.items()}, JAEGER_LISTEN_HOST="127.0.0.1")
+    default_port = {
+        int(default): name
+        for name, default in re.findall(r"\$\{env:(JAEGER_\w+_PORT):-(\d+)\}", config)
+    }
+    probe = container["readinessProbe"]["httpGet"]
+    probe_port = next(p["containerPort"] for p in container["ports"] if p["name"] == probe["port"])
+    local_port = ports[default_port[probe_port]]
+    args = [files.relocate(a) for a in container["args"]]
+    process = ManagedProcess("jaeger", [binary, *args], tmp_path, env=env)
+    try:
+        process.wait_http(
+            f"http://127.0.0.1:{local_port}{probe['path']}", ok=lambda r: r.status_code == 200
+        )
+    finally:
+        process.stop()
+
+
+def service_account_kubeconfig(cluster, namespace: str, name: str, path: Path) -> Path:
+    token = cluster.kubectl("create", "token", name, "-n", namespace, "--duration=1h").stdout
+    config = yaml.safe_load(cluster.kubeconfig.read_text())
+    config["users"] = [{"name": "admin", "user": {"token": token.strip()}}]
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_prometheus_discovers_every_scraped_pod_as_its_service_account(
+    applied, docs, secrets, tmp_path
+):
+    """The deployed prometheus.yml, run by the deployed Prometheus with the permissions of
+    its ServiceAccount (RoleBindings included): every job finds the pods of its component,
+    on the annotated port and path, labelled with namespace and pod."""
+    cluster = require_applied(applied)
+    binary = require_binary(prometheus_binary())
+    workload = render.find(docs, "Deployment", "prometheus", "obs-monitoring")
+    files = materialize(docs, workload, "prometheus", tmp_path / "root", secrets)
+    kubeconfig = service_account_kubeconfig(
+        cluster, "obs-monitoring", render.pod_spec(workload)["serviceAccountName"],
+        tmp_path / "kubeconfig",
+    )  # fmt: skip
+    args = render.pod_spec(workload)["containers"][0]["args"]
+    config_path = files.local(arg_value(args, "--config.file"))
+    config = yaml.safe_load(config_path.read_text())
+    # Out of the cluster, the only change: where the API server is and who Prometheus is.
+    for job in config["scrape_configs"]:
+        for sd in job.get("kubernetes_sd_configs", []):
+            sd["kubeconfig_file"] = str(kubeconfig)
+    config_path.write_text(yaml.safe_dump(config))
+    port = free_port()
+    argv = [binary, *(files.relocate(a) for a in args), f"--web.listen-address=127.0.0.1:{port}"]
+    process = ManagedProcess("prometheus", argv, tmp_path)
+    expected = expected_targets(cluster, docs, config)
+    try:
+        process.wait_http(f"http://127.0.0.1:{port}/-/ready", ok=lambda r: r.status_code == 200)
+
+        def discovered():
+            targets = httpx.get(f"http://127.0.0.1:{port}/api/v1/targets", timeout=5).json()
+            found = {
+                (
+                    t["labels"]["job"],
+                    t["labels"]["instance"],
+                    t["scrapeUrl"].split(t["labels"]["instance"])[1],
+                )
+                for t in targets["data"]["activeTargets"]
+            }
+            return found if found == expected else None
+
+        poll_until(
+            discovered, f"Prometheus to discover {sorted(expected)}", 30,
+            on_timeout=lambda: process.tail() + "\n" + json.dumps(
+                httpx.get(f"http://127.0.0.1:{port}/api/v1/targets", timeout=5).json(), indent=1
+            )[:4000],
+        )  # fmt: skip
+        assert "forbidden" not in process.log_path.read_text()
+    finally:
+        process.stop()
+
+
+def expected_targets(cluster, docs, config) -> set[tuple[str, str, str]]:
+    """(job, pod IP:annotated port, annotated path) of every running pod each job's
+    component has, read from the live cluster."""
+    expected = set()
+    for job in config["scrape_configs"]:
+        for workload in render.job_targets(docs, job):
+            namespace = workload["metadata"]["namespace"]
+            selector = ",".join(
+                f"{k}={v}" for k, v in workload["spec"]["selector"]["matchLabels"].items()
+            )
+            pods = cluster.get_json("pods", "-n", namespace, "-l", selector)["items"]
+            assert pods, f"no pods of {render.ident(workload)}"
+            annotations = render.template_annotations(workload)
+            for pod in pods:
+                if pod["status"].get("phase") != "Running":
+                    continue
+                address = f"{pod['status']['podIP']}:{annotations['prometheus.io/port']}"
+                expected.add(
+                    (job["job_name"], address, annotations.get("prometheus.io/path", "/metrics"))
+                )
+    return expected
+
+
+def test_kube_state_metrics_as_deployed_sees_the_stack(applied, docs, tmp_path):
+    """The deployed kube-state-metrics arguments, run with its ServiceAccount's
+    permissions: it lists what it is told to watch, in the stack's namespaces."""
+    cluster = require_applied(applied)
+    binary = require_binary(k8s_binary("kube-state-metrics"))
+    workload = render.find(docs, "Deployment", "kube-state-metrics", "obs-monitoring")
+    spec = render.pod_spec(workload)
+    kubeconfig = service_account_kubeconfig(
+        cluster, "obs-monitoring", spec["serviceAccountName"], tmp_path / "kubeconfig"
+    )
+    port, telemetry = free_port(), free_port()
+    args = [
+        a for a in spec["containers"][0]["args"]
+        if not a.startswith(("--port=", "--telemetry-port="))
+    ]  # fmt: skip
+    argv = [binary, *args, f"--kubeconfig={kubeconfig}", "--host=127.0.0.1", f"--port={port}",
+            "--telemetry-host=127.0.0.1", f"--telemetry-port={telemetry}"]  # fmt: skip
+    process = ManagedProcess("kube-state-metrics-as-deployed", argv, tmp_path)
+    try:
+        process.wait_http(f"http://127.0.0.1:{port}/healthz", ok=lambda r: r.status_code == 200)
+        wanted = [
+            'kube_deployment_status_replicas_available{namespace="obs-apps",deployment="frontend"}',
+            'kube_statefulset_status_replicas_ready{namespace="obs-monitoring",statefulset="elasticsearch"}',
+            'kube_daemonset_status_number_ready{namespace="obs-logging",daemonset="fluent-bit"}',
+            'kube_pod_container_status_restarts_total{namespace="obs-apps"',
+        ]
+
+        def all_there():
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+            return all(w in text for w in wanted)
+
+        poll_until(all_there, f"kube-state-metrics to report {wanted}", 30, on_timeout=process.tail)
+        log = process.log_path.read_text()
+        assert "forbidden" not in log, process.tail()
+    finally:
+        process.stop()
+
+
+# --- checkov --------------------------------------------------------------------------
+
+
+def allowlist() -> list[dict]:
+    return yaml.safe_load(ALLOWLIST.read_text())["allow"]
+
+
+def test_every_checkov_allowlist_entry_has_a_reason():
+    for entry in allowlist():
+        assert set(entry) == {"check", "resources", "reason"}, entry
+        assert len(entry["reason"].split()) >= 5, entry
+
+
+@pytest.fixture(scope="module")
+def checkov_failures(render_text, tmp_path_factory) -> list[dict]:
+    checkov = require_binary(checkov_binary())
+    path = tmp_path_factory.mktemp("checkov") / "render.yaml"
+    path.write_text(render_text)
+    result = run(
+        checkov, "--file", str(path), "--framework", "kubernetes", "--skip-download",
+        "--output", "json", "--quiet", timeout=600,
+    )  # fmt: skip
+    assert result.returncode in (0, 1), result.stderr
+    report = json.loads(result.stdout)
+    reports = report if isinstance(report, list) else [report]
+    return [f for r in reports for f in r.get("results", {}).get("failed_checks", [])]
+
+
+def allowed(failure: dict) -> bool:
+    return any(
+        entry["check"] == failure["check_id"]
+        and (entry["resources"] == "*" or failure["resource"] in entry["resources"])
+        for entry in allowlist()
+    )
+
+
+def test_checkov_finds_nothing_outside_the_allowlist(checkov_failures):
+    unexpected = [
+        f"{f['check_id']} {f['resource']}: {f['check_name']}"
+        for f in checkov_failures
+        if not allowed(f)
+    ]
+    assert unexpected == []
+
+
+def test_every_checkov_allowlist_entry_is_still_needed(checkov_failures):
+    for entry in allowlist():
+        assert any(
+            f["check_id"] == entry["check"]
+            and (entry["resources"] == "*" or f["resource"] in entry["resources"])
+            for f in checkov_failures
+        ), f"allow-list entry no longer needed: {entry}"
