@@ -441,9 +441,16 @@ def print_access(profile: str | None, forwarded: bool = False) -> None:
         say("Reach the UIs with `make open` (port-forwards until Ctrl-C), then:")
     for ui in UIS:
         say(f"  {ui.title:<24} http://127.0.0.1:{ui.port}{ui.path}")
+    # Values are never printed: say where to read them.
+    say("Logins (read from the Secrets; `up --show-secrets` prints every value):")
     say(
-        "Grafana's user and password: kubectl -n obs-monitoring get secret grafana-admin "
-        "-o jsonpath='{.data.admin-password}' | base64 -d"
+        "  Grafana (user, password): kubectl -n obs-monitoring get secret grafana-admin -o "
+        """go-template='{{index .data "admin-user" | base64decode}} """
+        """{{index .data "admin-password" | base64decode}}{{"\\n"}}'"""
+    )
+    say(
+        "  Kibana: user elastic, password: kubectl -n obs-monitoring get secret "
+        "elasticsearch-credentials -o jsonpath='{.data.elastic-password}' | base64 -d"
     )
 
 

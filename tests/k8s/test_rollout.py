@@ -196,6 +196,20 @@ def test_up_rolls_out_everything_status_shows_it_and_down_removes_only_ours(clus
     ]
     assert secrets_printed == []
 
+    # The login commands `up` prints work, and print what the Secrets hold.
+    logins = {}
+    for line in up.stdout.splitlines():
+        title, _, command = line.strip().partition(": kubectl ")
+        if command:
+            logins[title.split()[0]] = subprocess.run(
+                f"{k8s_binary('kubectl')} {command}", shell=True, capture_output=True,
+                text=True, check=True, timeout=60, env={**os.environ, "KUBECONFIG": str(
+                    cluster.kubeconfig)},
+            ).stdout  # fmt: skip
+    assert logins["Grafana"] == f"obs-admin {grafana_password}\n"
+    elastic = values[("obs-monitoring", "elasticsearch-credentials")]["elastic-password"]
+    assert logins["Kibana"] == elastic
+
     status = k8s_cli(cluster, "status")
     assert status.returncode == 0, show(status)
     for doc in workloads:
