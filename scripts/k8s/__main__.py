@@ -481,6 +481,10 @@ def indent(text: str) -> str:
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
+    return parser().parse_args(argv)
+
+
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m k8s", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["preflight", "up", "status", "open", "down"])
     parser.add_argument(
@@ -517,7 +521,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
         action="store_true",
         help="print the Secrets' values (never printed otherwise)",
     )
-    return parser.parse_args(argv)  # fmt: skip
+    return parser  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from k8s import __main__ as k8s_main
 from k8s import resources, rollout
 from k8s import secrets as k8s_secrets
 from k8s.__main__ import Deployment, _immutable_jobs, parse
@@ -378,3 +380,50 @@ def test_the_secrets_table_is_exactly_what_k8s_refers_to():
     assert k8s_secrets.not_in_table(broken) == [
         "key 'grafana-pasword' of Secret obs-monitoring/elasticsearch-credentials"
     ]
+
+
+def quick_start() -> str:
+    readme = (REPO / "README.md").read_text()
+    start = readme.index("## Quick start on Minikube")
+    return readme[start : readme.index("\n## ", start + 1)]
+
+
+def test_the_readme_quick_start_matches_the_code():
+    """Its numbers are what the preflight computes from the render now; its commands are
+    Makefile targets and options `python -m k8s` has."""
+    section = quick_start()
+    rendered = subprocess.run(
+        [kubectl_for_render(), "kustomize", str(REPO / "k8s")],
+        capture_output=True, text=True, check=True, timeout=120,
+    ).stdout  # fmt: skip
+    needs = resources.render_needs(rendered, nodes=1)
+    sizing = resources.minikube_sizing(needs)
+    for text in (
+        f"render {needs.cpu_m:.0f}m",
+        f"render {resources.mib(needs.memory)}",
+        f"volume claims {resources.mib(needs.storage)}",
+        f"--cpus={sizing.cpus}",
+        f"--memory={sizing.memory_mb}",
+        f"--disk-size={sizing.disk_mb}mb",
+        f"at least {sizing.cpus} CPUs, {sizing.memory_mb} MB of memory",
+        f"{sizing.disk_mb} MB of disk",
+    ):
+        assert text in section, text
+    for image in IMAGES:
+        tag = f"{image.name}:{k8s_main.image_tag(image.service)}"
+        # The frontend's build command is shown in full; the backend's is "the same".
+        if image.service == "frontend":
+            assert f"-t {tag} -f {image.dockerfile} services" in section
+        assert image.name in section
+    targets = set(re.findall(r"^([a-z-]+):", (REPO / "Makefile").read_text(), re.M))
+    used = set(re.findall(r"(?:^|`)make ([a-z-]+)", section, re.M))
+    assert used and used <= targets, used - targets
+    options = {a for action in k8s_main.parser()._actions for a in action.option_strings}
+    # Options in UP_ARGS="..." and in `--option` prose (not other tools' flags).
+    shown = {
+        option
+        for args in re.findall(r'UP_ARGS="([^"]*)"', section)
+        for option in re.findall(r"--[a-z-]+", args)
+    } | set(re.findall(r"`(--[a-z-]+)", section))
+    shown -= {"--cpus", "--memory", "--disk-size"}  # minikube start's, in the sizing table
+    assert len(shown) > 5 and shown <= options, shown - options

@@ -201,7 +201,7 @@ def test_up_rolls_out_everything_status_shows_it_and_down_removes_only_ours(clus
     for line in up.stdout.splitlines():
         title, _, command = line.strip().partition(": kubectl ")
         if command:
-            logins[title.split()[0]] = subprocess.run(
+            logins[title.split()[0].rstrip(":")] = subprocess.run(
                 f"{k8s_binary('kubectl')} {command}", shell=True, capture_output=True,
                 text=True, check=True, timeout=60, env={**os.environ, "KUBECONFIG": str(
                     cluster.kubeconfig)},
