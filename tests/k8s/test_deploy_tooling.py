@@ -6,10 +6,12 @@ is tested where the control plane runs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +23,7 @@ from k8s import __main__ as k8s_main
 from k8s import resources, rollout
 from k8s import secrets as k8s_secrets
 from k8s.__main__ import Deployment, _immutable_jobs, parse
-from k8s.contract import IMAGES
+from k8s.contract import IMAGES, UIS
 from stack.versions import k8s_binary
 
 REPO = Path(__file__).resolve().parents[2]
@@ -427,3 +429,23 @@ def test_the_readme_quick_start_matches_the_code():
     } | set(re.findall(r"`(--[a-z-]+)", section))
     shown -= {"--cpus", "--memory", "--disk-size"}  # minikube start's, in the sizing table
     assert len(shown) > 5 and shown <= options, shown - options
+
+
+def test_open_refuses_when_a_local_port_is_taken(tmp_path):
+    """`make open` forwards fixed ports (the ones the README lists): one already taken
+    is named before anything starts, instead of a port-forward dying later."""
+    kubectl = kubectl_for_render()
+    jaeger = next(ui for ui in UIS if ui.title == "Jaeger")
+    with contextlib.ExitStack() as stack:
+        holder = socket.socket()
+        stack.callback(holder.close)
+        try:
+            holder.bind(("127.0.0.1", jaeger.port))
+            holder.listen()
+        except OSError:
+            pass  # taken already: the premise holds either way
+        result = run_cli("open", "--skip-minikube", f"--kubectl={kubectl}", path=os.environ["PATH"])
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: local ports already in use:")
+    assert f"{jaeger.port} (Jaeger)" in result.stderr
+    assert "Traceback" not in result.stderr
