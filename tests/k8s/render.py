@@ -469,3 +469,47 @@ def check_discovery(docs: list[dict]) -> list[str]:
         ):
             problems.append(f"{ident(workload)}: asks to be scraped, and no scrape job finds it")
     return problems
+
+
+# --- probes and version labels -------------------------------------------------------------
+
+
+def check_probes(docs: list[dict]) -> list[str]:
+    """Every probe's named port is a port of its own container (the API server accepts any
+    well-formed name; the kubelet would fail the probe forever)."""
+    problems = []
+    for workload in workloads(docs):
+        for container in containers(pod_spec(workload)):
+            names = {p.get("name") for p in container.get("ports", [])}
+            for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
+                probe = container.get(kind, {})
+                handler = probe.get("httpGet") or probe.get("tcpSocket") or probe.get("grpc")
+                port = (handler or {}).get("port")
+                if isinstance(port, str) and port not in names:
+                    problems.append(
+                        f"{ident(workload)} container {container['name']}: {kind} port "
+                        f"{port!r} is not one of its ports {sorted(n for n in names if n)}"
+                    )
+    return problems
+
+
+def check_version_labels(docs: list[dict]) -> list[str]:
+    """app.kubernetes.io/version (on the workload and its pods) is the tag of an image the
+    pods run, so that `make status` and dashboards show what really runs."""
+    problems = []
+    for workload in workloads(docs):
+        tags = {
+            (split_image(c["image"])[1] or "").removeprefix("v")
+            for c in containers(pod_spec(workload))
+        }
+        for where, labels in (
+            ("labels", workload["metadata"].get("labels", {})),
+            ("pod labels", template_labels(workload)),
+        ):
+            version = labels.get("app.kubernetes.io/version")
+            if version is not None and version.removeprefix("v") not in tags:
+                problems.append(
+                    f"{ident(workload)}: {where} app.kubernetes.io/version {version!r} is not "
+                    f"the tag of any of its images {sorted(tags)}"
+                )
+    return problems

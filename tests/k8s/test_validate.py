@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -264,6 +265,14 @@ def test_fluent_bit_serves_its_metrics_where_prometheus_looks(docs):
     assert annotations["prometheus.io/port"] == env["FLUENT_BIT_HTTP_PORT"]
 
 
+def test_every_probe_names_a_port_of_its_container(docs):
+    assert render.check_probes(docs) == []
+
+
+def test_version_labels_are_the_image_tags(docs):
+    assert render.check_version_labels(docs) == []
+
+
 # --- broken on purpose: each check names the object ----------------------------------------
 
 
@@ -353,6 +362,27 @@ def test_a_scrape_port_annotation_naming_no_port_is_reported(mutable):
     backend["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] = "5002"
     (problem,) = render.check_discovery(mutable)
     assert problem.startswith("Deployment obs-apps/backend: job backend scrapes the container port")
+
+
+def test_a_probe_on_a_port_name_the_container_lacks_is_reported(mutable):
+    kibana = render.find(mutable, "Deployment", "kibana", "obs-monitoring")
+    container = render.pod_spec(kibana)["containers"][0]
+    probe = container["readinessProbe"]
+    (handler,) = [probe[k] for k in ("httpGet", "tcpSocket") if k in probe]
+    handler["port"] = "https"
+    (problem,) = render.check_probes(mutable)
+    assert problem.startswith(
+        "Deployment obs-monitoring/kibana container kibana: readinessProbe port 'https'"
+    )
+
+
+def test_a_version_label_that_is_not_an_image_tag_is_reported(mutable):
+    jaeger = render.find(mutable, "Deployment", "jaeger", "obs-monitoring")
+    jaeger["metadata"]["labels"]["app.kubernetes.io/version"] = "2.12.0"
+    (problem,) = render.check_version_labels(mutable)
+    assert problem.startswith(
+        "Deployment obs-monitoring/jaeger: labels app.kubernetes.io/version '2.12.0'"
+    )
 
 
 # --- the deployed versions, on the deployed configuration ----------------------------------
@@ -485,6 +515,32 @@ def test_the_deployed_jaeger_starts_on_its_config_and_answers_its_probe(docs, se
         process.wait_http(
             f"http://127.0.0.1:{local_port}{probe['path']}", ok=lambda r: r.status_code == 200
         )
+    finally:
+        process.stop()
+
+
+def test_the_deployed_elasticsearch_exporter_accepts_its_arguments(docs, secrets, tmp_path):
+    """Debian's exporter is the same upstream release as the image (check_tested_versions):
+    it starts with the Deployment's arguments and env, and serves metrics on its port."""
+    binary = shutil.which("prometheus-elasticsearch-exporter")
+    if not binary:
+        message = "prometheus-elasticsearch-exporter is not installed; run `make bootstrap`"
+        if in_ci():
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    workload = render.find(docs, "Deployment", "elasticsearch-exporter", "obs-monitoring")
+    (container,) = render.pod_spec(workload)["containers"]
+    port = free_port()
+    args = [a for a in container["args"] if not a.startswith("--web.listen-address=")]
+    argv = [binary, *args, f"--web.listen-address=127.0.0.1:{port}"]
+    env = env_of(workload, container["name"], secrets)
+    process = ManagedProcess("elasticsearch-exporter", argv, tmp_path, env=env)
+    try:
+        # Its landing page: /metrics would wait for the absent Elasticsearch.
+        process.wait_http(f"http://127.0.0.1:{port}/", ok=lambda r: r.status_code == 200)
+        # The port Prometheus is told to scrape is the one the exporter listens on.
+        listen = arg_value(container["args"], "--web.listen-address").rsplit(":", 1)[1]
+        assert render.template_annotations(workload)["prometheus.io/port"] == listen
     finally:
         process.stop()
 
@@ -623,19 +679,24 @@ def test_every_checkov_allowlist_entry_has_a_reason():
         assert len(entry["reason"].split()) >= 5, entry
 
 
-@pytest.fixture(scope="module")
-def checkov_failures(render_text, tmp_path_factory) -> list[dict]:
+def checkov_run(text: str, directory: Path) -> list[dict]:
+    """checkov's failed checks on a render, offline (--skip-download)."""
     checkov = require_binary(checkov_binary())
-    path = tmp_path_factory.mktemp("checkov") / "render.yaml"
-    path.write_text(render_text)
+    path = directory / "render.yaml"
+    path.write_text(text)
     result = run(
         checkov, "--file", str(path), "--framework", "kubernetes", "--skip-download",
-        "--output", "json", "--quiet", timeout=600,
+        "--output", "json", "--quiet", timeout=600, cwd=directory,
     )  # fmt: skip
-    assert result.returncode in (0, 1), result.stderr
+    assert result.returncode in (0, 1), result.stdout + result.stderr
     report = json.loads(result.stdout)
     reports = report if isinstance(report, list) else [report]
     return [f for r in reports for f in r.get("results", {}).get("failed_checks", [])]
+
+
+@pytest.fixture(scope="module")
+def checkov_failures(render_text, tmp_path_factory) -> list[dict]:
+    return checkov_run(render_text, tmp_path_factory.mktemp("checkov"))
 
 
 def allowed(failure: dict) -> bool:
@@ -662,3 +723,13 @@ def test_every_checkov_allowlist_entry_is_still_needed(checkov_failures):
             and (entry["resources"] == "*" or f["resource"] in entry["resources"])
             for f in checkov_failures
         ), f"allow-list entry no longer needed: {entry}"
+
+
+def test_checkov_reports_a_privileged_container_naming_its_workload(mutable, tmp_path):
+    frontend = render.find(mutable, "Deployment", "frontend", "obs-apps")
+    render.pod_spec(frontend)["containers"][0]["securityContext"]["privileged"] = True
+    failures = checkov_run(render.dump([frontend]), tmp_path)
+    assert ("CKV_K8S_16", "Deployment.obs-apps.frontend") in {
+        (f["check_id"], f["resource"]) for f in failures
+    }
+    assert not all(allowed(f) for f in failures)
