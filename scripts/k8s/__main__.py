@@ -206,7 +206,7 @@ class Deployment:
         run_tool(
             [self.minikube, "start", "-p", self.profile, f"--cpus={sizing.cpus}",
              f"--memory={sizing.memory_mb}", f"--disk-size={sizing.disk_mb}mb"],
-            900, "minikube start",
+            900, "minikube start", stream=lambda line: say(f"    | {line}"),
         )  # fmt: skip
 
     def build_images(self) -> None:
@@ -218,7 +218,7 @@ class Deployment:
             run_tool(
                 [self.minikube, "-p", self.profile, "image", "build", "-t", tag,
                  "-f", image.dockerfile, str(REPO / "services")],
-                900, f"building {tag} in Minikube",
+                900, f"building {tag} in Minikube", stream=lambda line: say(f"    | {line}"),
             )  # fmt: skip
             # `minikube image build` logs a failed build as a warning and still exits 0
             # (machine.BuildImage): check that the image is really there.

@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 
@@ -68,8 +69,13 @@ class Kubectl:
         return json.loads(self.run(*args, "-o", "json", timeout=timeout).stdout)
 
 
-def run_tool(argv: Sequence[str], timeout: float, what: str) -> subprocess.CompletedProcess:
-    """Run another tool (minikube), streaming nothing, failing with its own message."""
+def run_tool(
+    argv: Sequence[str], timeout: float, what: str, stream: Callable[[str], None] | None = None
+) -> subprocess.CompletedProcess:
+    """Run another tool (minikube), failing with its own message. With `stream`, each
+    output line goes to it as it comes (minutes-long steps show progress)."""
+    if stream:
+        return _run_streaming(list(argv), timeout, what, stream)
     try:
         result = subprocess.run(
             list(argv), capture_output=True, text=True, timeout=timeout, check=False
@@ -80,3 +86,32 @@ def run_tool(argv: Sequence[str], timeout: float, what: str) -> subprocess.Compl
         tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-20:])
         raise DeployError(f"{what} failed (exit {result.returncode}): `{' '.join(argv)}`\n{tail}")
     return result
+
+
+def _run_streaming(
+    argv: list[str], timeout: float, what: str, stream: Callable[[str], None]
+) -> subprocess.CompletedProcess:
+    process = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
+    )
+    lines: list[str] = []
+
+    def pump() -> None:
+        for line in process.stdout:
+            lines.append(line.rstrip("\n"))
+            stream(line.rstrip("\n"))
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise DeployError(f"{what} did not finish in {timeout:g} s (`{' '.join(argv)}`)") from None
+    finally:
+        reader.join(timeout=5)
+    if process.returncode != 0:
+        tail = "\n".join(lines[-20:])
+        raise DeployError(f"{what} failed (exit {process.returncode}): `{' '.join(argv)}`\n{tail}")
+    return subprocess.CompletedProcess(argv, 0, "\n".join(lines), "")

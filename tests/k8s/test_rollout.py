@@ -346,6 +346,9 @@ def test_make_up_on_minikube_sizes_starts_builds_and_deploys(cluster, tmp_path):
         ] in calls
         builds = sorted(c[c.index("-t") + 1] for c in calls if "build" in c)
         assert builds == ["obs-backend:1.0.0", "obs-frontend:1.0.0"]
+        # The long steps' output reaches the terminal as it comes.
+        assert "    | fake minikube: profile obs-test running with" in up.stdout
+        assert "    | fake minikube: building obs-frontend:1.0.0 from " in up.stdout
         assert "obs-stack is up" in up.stdout
         status = minikube_cli(cluster, env, "status")
         assert status.returncode == 0, show(status)

@@ -36,12 +36,14 @@ def main(argv: list[str]) -> int:
         config = {"CPUs": int(options["cpus"]), "Memory": int(options["memory"]),
                   "DiskSize": int(options["disk-size"].removesuffix("mb"))}  # fmt: skip
         profile_file.write_text(json.dumps({"Name": name, "Status": "Running", "Config": config}))
+        print(f"fake minikube: profile {name} running with {config}")
     elif "image" in argv and "build" in argv:
         tag = argv[argv.index("-t") + 1]
         dockerfile = Path(argv[-1]) / argv[argv.index("-f") + 1]
         if not dockerfile.is_file():
             print(f"unable to prepare context: {dockerfile}: no such file", file=sys.stderr)
             return 1
+        print(f"fake minikube: building {tag} from {dockerfile}")
         if os.environ.get("FAKE_MINIKUBE_BUILD") != "silent-failure":
             with images_file.open("a") as images:
                 images.write(f"docker.io/library/{tag}\n")
