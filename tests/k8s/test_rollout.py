@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from k8s import resources
+from k8s.contract import IMAGES
 from k8s.secrets import SECRETS, referenced_secret_keys
 from stack.versions import k8s_binary
 from tests.k8s.conftest import require_k8s_binaries
@@ -37,6 +38,7 @@ MANIFESTS = REPO / "k8s"
 COMMAND_TIMEOUT = 300
 ROLLOUT_TIMEOUT = 180
 WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet", "Job")
+REGISTRY = "registry.example:5000/team"
 
 
 def render(manifests: Path = MANIFESTS) -> str:
@@ -161,7 +163,7 @@ def test_up_rolls_out_everything_status_shows_it_and_down_removes_only_ours(clus
     cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(BYSTANDERS))
     grafana_password = "from-the-environment-7f3a9c"
     up = k8s_cli(
-        cluster, "up", "--skip-build", f"--timeout={ROLLOUT_TIMEOUT}",
+        cluster, "up", f"--registry={REGISTRY}", f"--timeout={ROLLOUT_TIMEOUT}",
         env={"GRAFANA_ADMIN_PASSWORD": grafana_password},
     )  # fmt: skip
     print(f"`up` took {up.seconds:.1f} s\n{up.stdout}")
@@ -177,6 +179,14 @@ def test_up_rolls_out_everything_status_shows_it_and_down_removes_only_ours(clus
         for d in workloads
     }
     assert {k: v for k, v in counts.items() if v[0] < v[1] or v[1] < 1} == {}, counts
+
+    # Another cluster's way (README: UP_ARGS="--skip-minikube --registry ..."): only our
+    # two images are renamed.
+    for image in IMAGES:
+        live = cluster.get_json("deployment", image.service, "-n", "obs-apps")
+        (container,) = live["spec"]["template"]["spec"]["containers"]
+        assert container["image"] == f"{REGISTRY}/{image.name}:1.0.0"
+    assert f"Images from {REGISTRY} (not built here)." in up.stdout
 
     # Every Secret key the manifests use exists; no value reached the terminal.
     values = secret_values(cluster)
@@ -227,7 +237,11 @@ def test_up_rolls_out_everything_status_shows_it_and_down_removes_only_ours(clus
         "spec": {"template": {"metadata": {"annotations": {"obs-stack.test/rev": "2"}}}},
     })  # fmt: skip
     again = k8s_cli(
-        cluster, "up", "--skip-build", f"--timeout={ROLLOUT_TIMEOUT}", f"--manifests={changed}"
+        cluster,
+        "up",
+        f"--registry={REGISTRY}",
+        f"--timeout={ROLLOUT_TIMEOUT}",
+        f"--manifests={changed}",
     )
     assert again.returncode == 0, show(again)
     assert "job/kibana-import changed: deleting it to run the new one" in again.stdout
