@@ -2,8 +2,9 @@
 
 Usage: python -m k8s {preflight,up,status,open,down} [options]   (scripts/ on the path)
 Reads OBS_K8S_CONTEXT (kubectl context), OBS_KUBECTL (the kubectl to run; default the
-one on PATH), OBS_MINIKUBE_PROFILE (default minikube), the Secret variables of
-k8s/secrets.py, and KUBECONFIG through kubectl (or --kubeconfig). Exit status: 0 done,
+one on PATH), OBS_MINIKUBE_PROFILE (default minikube), MINIKUBE_HOME (where the disk
+check looks; default ~/.minikube), the Secret variables of k8s/secrets.py, and
+KUBECONFIG through kubectl (or --kubeconfig). Exit status: 0 done,
 1 failed (with a message naming what and why, never a traceback), 2 usage.
 """
 
@@ -508,7 +509,11 @@ def parser() -> argparse.ArgumentParser:
         default=os.environ.get("OBS_KUBECTL"),
         help="the kubectl to run, a path or a name on PATH (default: kubectl)",
     )
-    parser.add_argument("--profile", default=os.environ.get("OBS_MINIKUBE_PROFILE", "minikube"))
+    parser.add_argument(
+        "--profile",
+        default=os.environ.get("OBS_MINIKUBE_PROFILE", "minikube"),
+        help="Minikube profile, also its kubectl context (default: minikube)",
+    )
     parser.add_argument("--manifests", default=str(REPO / "k8s"), help="kustomization directory")
     parser.add_argument(
         "--timeout",
