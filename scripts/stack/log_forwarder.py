@@ -7,9 +7,20 @@ Usage: python -m stack.log_forwarder --es-url URL --user U --password-file F
 Reads no environment variables. It writes what fluent-bit/fluent-bit-local.conf
 writes: index obs-logs-YYYY.MM.DD (UTC day of the line's @timestamp), the line's own
 fields (ECS dotted names, expanded by Elasticsearch), a line that is not JSON as
-{"@timestamp", "message"}, and a document id derived from the line so that a retried
-batch is not indexed twice. Offsets are saved only after Elasticsearch accepted a
-batch: a stop or an outage loses nothing, it is resent.
+{"@timestamp", "message"}, and a document id derived from the line so that a resent
+line lands on its own document instead of a second one. Offsets are saved only after
+Elasticsearch answered a batch: a stop or an outage loses nothing, it is resent.
+
+Where it claims to behave like Fluent Bit, it reads the same settings from
+fluent-bit/fluent-bit-local.conf (and the files it includes) rather than repeating them:
+  * the tail input's Buffer_Max_Size, with Fluent Bit's unit rules (1MB = 1,000,000
+    bytes): a longer line is skipped, the lines after it are shipped (Skip_Long_Lines On);
+  * the es output's Write_Operation: with "index" a resent line overwrites its own
+    document; with "create" Elasticsearch answers 409 and the line counts as delivered.
+A file with no saved offset is read from its first line (Read_from_Head On).
+A line Elasticsearch rejects (4xx other than 409 and 429) is logged and skipped, never
+retried: retrying cannot change the answer, and it must not hold back the lines after
+it. A 429 or 5xx for any line sends the whole batch again (the ids keep it exactly once).
 """
 
 from __future__ import annotations
@@ -19,6 +30,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import signal
 import time
 from datetime import UTC, datetime
@@ -30,9 +42,55 @@ from elasticsearch import exceptions as es_errors
 INDEX_PREFIX = "obs-logs-"
 BATCH_LINES = 500
 FLUSH_SECONDS = 1.0
-MAX_LINE_BYTES = 1 << 20
+FLUENT_BIT_CONF = Path(__file__).resolve().parents[2] / "fluent-bit" / "fluent-bit-local.conf"
 
 log = logging.getLogger("log_forwarder")
+
+
+def fluent_bit_sections(path: Path) -> list[tuple[str, dict[str, str]]]:
+    """[(SECTION, {lower-case key: value})] of a classic Fluent Bit config, in order,
+    following @INCLUDE relative to the file's folder (as Fluent Bit does when run from
+    there)."""
+    found: list[tuple[str, dict[str, str]]] = []
+    current: dict[str, str] | None = None
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("@INCLUDE"):
+            found += fluent_bit_sections(path.parent / line.split(None, 1)[1])
+            current = None
+        elif line.startswith("@"):
+            continue  # @SET: variables, not settings this reader needs
+        elif line.startswith("["):
+            current = {}
+            found.append((line.strip("[]").upper(), current))
+        elif current is not None:
+            key, _, value = line.partition(" ")
+            current[key.lower()] = value.strip()
+    return found
+
+
+def fluent_bit_size(text: str) -> int:
+    """Bytes in a Fluent Bit unit size, as flb_utils_size_to_bytes reads it: a plain
+    number is bytes, K/KB, M/MB and G/GB are powers of 1000 (not 1024)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]?)B?\s*", text, re.IGNORECASE)
+    if not match:
+        raise ValueError(f"not a Fluent Bit size: {text!r}")
+    factor = {"": 1, "K": 1000, "M": 1000**2, "G": 1000**3}[match.group(2).upper()]
+    return int(float(match.group(1)) * factor)
+
+
+def _setting(kind: str, name: str, key: str, default: str) -> str:
+    for section, values in fluent_bit_sections(FLUENT_BIT_CONF):
+        if section == kind and values.get("name") == name:
+            return values.get(key, default)
+    raise LookupError(f"{FLUENT_BIT_CONF}: no [{kind}] with Name {name}")
+
+
+# Fluent Bit's tail default Buffer_Max_Size is 32k; the config sets the real limit.
+MAX_LINE_BYTES = fluent_bit_size(_setting("INPUT", "tail", "buffer_max_size", "32k"))
+WRITE_OPERATION = _setting("OUTPUT", "es", "write_operation", "create").lower()
 
 
 def to_action(line: bytes) -> dict:
@@ -48,11 +106,15 @@ def to_action(line: bytes) -> dict:
         doc = {"@timestamp": now.replace("+00:00", "Z"), "message": text}
     day = doc["@timestamp"][:10].replace("-", ".")
     return {
-        "_op_type": "create",
+        "_op_type": WRITE_OPERATION,
         "_index": f"{INDEX_PREFIX}{day}",
         "_id": hashlib.sha1(line).hexdigest(),
         "_source": doc,
     }
+
+
+class RetryBatch(Exception):
+    """Elasticsearch answered the batch with a transient error for some of its lines."""
 
 
 class Tail:
@@ -121,9 +183,16 @@ class Forwarder:
                 max_retries=3,
                 initial_backoff=1,
             ):
-                result = item.get("create", {})
-                # 409: this exact line was indexed before (a resend after a stop).
-                if not ok and result.get("status") != 409:
+                result = item.get(WRITE_OPERATION, {})
+                # 409 (Write_Operation create only): this exact line was indexed before,
+                # a resend after a stop. It is delivered; moving on is what keeps a batch
+                # of such lines from being retried for ever.
+                status = result.get("status", 0)
+                if not ok and (status == 429 or status >= 500):
+                    # Elasticsearch could not take it now (overloaded, shard not
+                    # ready): send the whole batch again, the ids keep it exactly once.
+                    raise RetryBatch(f"{tail.path}: status {status}: {result.get('error')}")
+                if not ok and status != 409:
                     failed += 1
                     log.error("rejected line in %s: %s", tail.path, result.get("error"))
             tail.offset = lines[-1][1]
@@ -138,7 +207,12 @@ class Forwarder:
                 if self.ship_once() == 0:
                     time.sleep(FLUSH_SECONDS)
                 delay = FLUSH_SECONDS
-            except (es_errors.ConnectionError, es_errors.TransportError, es_errors.ApiError) as exc:
+            except (
+                es_errors.ConnectionError,
+                es_errors.TransportError,
+                es_errors.ApiError,
+                RetryBatch,
+            ) as exc:
                 # Offsets were not advanced: the same lines are sent again after a pause.
                 log.warning("Elasticsearch unavailable (%s); retrying in %.0f s", exc, delay)
                 time.sleep(delay)

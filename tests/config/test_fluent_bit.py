@@ -1,5 +1,10 @@
 """Fluent Bit cannot run here: its files are cross-checked against what the services
-write, what the local forwarder writes, and what the index template maps."""
+write, what the local forwarder writes, what the index template maps, and Fluent Bit's
+documented semantics (tests/config/fluent_bit_checks.py says which). Breaking the config
+on purpose makes the checks fail (test_a_broken_config_is_reported).
+
+Reads no environment variables.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,6 @@ import json
 import logging
 import re
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
@@ -15,32 +19,34 @@ from obs_telemetry.logs import EcsJsonFormatter
 from stack import log_forwarder
 from stack.components import LocalStack, Ports
 from stack.elastic import TEMPLATE_FILE
+from tests.config.fluent_bit_checks import (
+    FLUENT_BIT,
+    K8S_ENTRY,
+    LOCAL_ENTRY,
+    LONGEST_EXPECTED_LINE,
+    es_bulk_delivered,
+    find,
+    kubernetes_problems,
+    local_problems,
+    size,
+    texts,
+)
+from tests.config.fluent_bit_checks import sections as parse
 
-FLUENT_BIT = Path(__file__).resolve().parents[2] / "fluent-bit"
-ENTRY_POINTS = ["fluent-bit-local.conf", "fluent-bit-kubernetes.conf"]
+ENTRY_POINTS = [LOCAL_ENTRY, K8S_ENTRY]
+# The environment the DaemonSet gives the container (k8s/ follows the same contract).
+K8S_ENV = {
+    "ES_HOST",
+    "ES_PORT",
+    "ES_USER",
+    "ES_PASSWORD",
+    "FLUENT_BIT_HTTP_LISTEN",
+    "FLUENT_BIT_HTTP_PORT",
+}
 
 
-def sections(path: Path) -> list[tuple[str, dict]]:
-    """[(section name, {key: value})] of a classic config, following @INCLUDE."""
-    found: list[tuple[str, dict]] = []
-    current: dict | None = None
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("@INCLUDE"):
-            included = FLUENT_BIT / line.split(None, 1)[1]
-            assert included.is_file(), f"{path.name} includes missing {included.name}"
-            found += sections(included)
-            current = None
-        elif line.startswith("["):
-            current = {}
-            found.append((line.strip("[]").upper(), current))
-        else:
-            key, _, value = line.partition(" ")
-            assert current is not None, f"{path.name}: {line!r} outside a section"
-            current[key.lower()] = value.strip()
-    return found
+def sections(path):
+    return parse(path.name, texts())
 
 
 def one(entries, kind, **match):
@@ -97,7 +103,8 @@ def test_forwarder_writes_the_index_and_fields_fluent_bit_would():
     day = json.loads(line)["@timestamp"][:10].replace("-", ".")
     assert action["_index"] == f"obs-logs-{day}"
     assert action["_source"] == json.loads(line)
-    assert action["_op_type"] == "create"
+    # The same id for the same line: a resent line overwrites its own document.
+    assert action["_id"] == log_forwarder.to_action(line)["_id"]
     unparsed = log_forwarder.to_action(b"Traceback (most recent call last):\n")
     # The modify filter's rename: raw lines land in "message", never in "log".
     assert unparsed["_source"]["message"] == "Traceback (most recent call last):"
@@ -126,3 +133,138 @@ def test_kubernetes_tag_prefix_matches_the_tail_tag():
     # Tag obs.kube.* expands to obs.kube.<path with / as .>; the prefix strips up to the file.
     expanded = tail["tag"].replace("*", tail["path"].replace("/", ".").lstrip("."))
     assert expanded.startswith(kube["kube_tag_prefix"])
+
+
+def test_kubernetes_entry_point_has_no_known_defect():
+    assert kubernetes_problems(texts()) == []
+
+
+def test_local_entry_point_has_no_known_defect():
+    assert local_problems(texts()) == []
+
+
+# (file, text as shipped, broken text, what the check must say). Each one is a defect
+# that was measured with a real Fluent Bit 4.2.8 or follows from its documented
+# semantics.
+MUTATIONS = [
+    (K8S_ENTRY, "multiline.parser  docker, cri", "multiline.parser  cri", "lacks docker"),
+    (K8S_ENTRY, "multiline.parser  docker, cri", "multiline.parser  docker", "lacks cri"),
+    (K8S_ENTRY, "_obs-apps_", "_obs-stack_", "tail Path"),
+    (K8S_ENTRY, "    storage.type      filesystem\n", "", "storage.type is not filesystem"),
+    ("service.conf", "${OBS_STATE_DIR}/storage/", "/tmp/storage/", "storage.path"),
+    ("service.conf", "    storage.max_chunks_up     64\n", "", "storage.max_chunks_up"),
+    ("service.conf", "HTTP_Server   On", "HTTP_Server   Off", "HTTP_Server Off"),
+    ("service.conf", "    scheduler.cap             60\n", "", "scheduler.cap"),
+    (K8S_ENTRY, "@SET OBS_STATE_DIR=/var/fluent-bit/state", "@SET OBS_STATE_DIR=/tmp", "DB"),
+    (K8S_ENTRY, "Read_from_Head    On", "Read_from_Head    Off", "Read_from_Head Off"),
+    (LOCAL_ENTRY, "Read_from_Head    On", "Read_from_Head    Off", "Read_from_Head Off"),
+    (K8S_ENTRY, "Buffer_Max_Size   1MB", "Buffer_Max_Size   32k", "Buffer_Max_Size"),
+    (LOCAL_ENTRY, "    Buffer_Max_Size   1MB\n", "", "Buffer_Max_Size"),
+    (K8S_ENTRY, "Skip_Long_Lines   On", "Skip_Long_Lines   Off", "Skip_Long_Lines Off"),
+    (K8S_ENTRY, "Labels              Off", "Labels              On", "conflict"),
+    ("output-elasticsearch.conf", "Write_Operation    index", "Write_Operation    create", "409"),
+    ("output-elasticsearch.conf", "    Write_Operation    index\n", "", "retried for ever"),
+    ("output-elasticsearch.conf", "Trace_Error        On", "Trace_Error        Off", "Trace"),
+    ("output-elasticsearch.conf", "Generate_ID        On", "Generate_ID        Off", "twice"),
+    ("output-elasticsearch.conf", "Suppress_Type_Name On", "Suppress_Type_Name Off", "_type"),
+    ("output-elasticsearch.conf", "Retry_Limit        False", "Retry_Limit        5", "outage"),
+    ("output-elasticsearch.conf", "storage.total_limit_size 1G", "", "total_limit_size"),
+    ("output-elasticsearch.conf", "Buffer_Size        False", "Buffer_Size 512KB", "cut"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "good", "bad", "expected"), MUTATIONS, ids=[f"{m[0]}:{m[3]}" for m in MUTATIONS]
+)
+def test_a_broken_config_is_reported(name, good, bad, expected):
+    files = texts()
+    assert files[name].count(good) == 1, f"{name} no longer contains {good!r}"
+    files[name] = files[name].replace(good, bad)
+    problems = kubernetes_problems(files) + local_problems(files)
+    assert any(expected in p for p in problems), problems
+
+
+def test_kubernetes_entry_point_uses_only_the_daemonset_environment():
+    text = "\n".join(texts()[n] for n in (K8S_ENTRY, "service.conf", "output-elasticsearch.conf"))
+    set_here = set(re.findall(r"^@SET ([A-Z_]+)=", texts()[K8S_ENTRY], re.MULTILINE))
+    used = set(re.findall(r"\$\{([A-Z_]+)\}", text))
+    assert used - set_here <= K8S_ENV, used - set_here - K8S_ENV
+
+
+def test_stand_in_reads_the_line_limit_fluent_bit_uses():
+    # Fluent Bit's sizes are decimal (flb_utils_size_to_bytes): 1MB is 10**6 bytes.
+    assert log_forwarder.fluent_bit_size("1MB") == size("1MB") == 1_000_000
+    assert log_forwarder.fluent_bit_size("32k") == size("32k") == 32_000
+    assert log_forwarder.fluent_bit_size("512") == 512
+    with pytest.raises(ValueError):
+        log_forwarder.fluent_bit_size("1MiB")
+    limits = {
+        entry: size(find(parse(entry, texts()), "INPUT", "tail")[0]["buffer_max_size"])
+        for entry in ENTRY_POINTS
+    }
+    assert set(limits.values()) == {log_forwarder.MAX_LINE_BYTES}, limits
+    assert log_forwarder.MAX_LINE_BYTES >= LONGEST_EXPECTED_LINE
+
+
+def test_stand_in_uses_the_write_operation_of_the_es_output():
+    (output,) = find(parse(LOCAL_ENTRY, texts()), "OUTPUT", "es")
+    assert output["write_operation"].lower() == log_forwarder.WRITE_OPERATION
+    assert (
+        log_forwarder.to_action(b'{"@timestamp": "2026-01-02T03:04:05.678Z"}\n')["_op_type"]
+        == output["write_operation"].lower()
+    )
+
+
+def _line(text: str, length: int = 0) -> bytes:
+    doc = {"@timestamp": "2026-01-02T03:04:05.678Z", "message": text}
+    raw = json.dumps(doc)
+    if length:
+        doc["message"] += "x" * (length - len(raw) - 1)
+    return json.dumps(doc).encode() + b"\n"
+
+
+def test_stand_in_skips_a_line_over_the_limit_and_ships_the_next(tmp_path):
+    long_ok = _line("traceback", LONGEST_EXPECTED_LINE)
+    too_long = _line("too long", log_forwarder.MAX_LINE_BYTES + 1)
+    assert len(long_ok) == LONGEST_EXPECTED_LINE
+    assert len(too_long) == log_forwarder.MAX_LINE_BYTES + 1
+    path = tmp_path / "frontend.log"
+    path.write_bytes(_line("first") + long_ok + too_long + _line("after"))
+    lines = log_forwarder.Tail(path).read_lines(100)
+    messages = [json.loads(raw)["message"][:9] for raw, _ in lines]
+    assert messages == ["first", "traceback", "after"]
+    # The offset moves past the skipped line: it is not read again and again.
+    assert lines[-1][1] == path.stat().st_size
+
+
+def test_stand_in_reads_a_new_file_from_its_first_line(tmp_path):
+    path = tmp_path / "backend.log"
+    path.write_bytes(b"".join(_line(f"before start {i}") for i in range(5)))
+    # No saved offset (a file Fluent Bit has no DB entry for): Read_from_Head On.
+    lines = log_forwarder.Tail(path).read_lines(100)
+    assert len(lines) == 5
+
+
+def _item(op, status):
+    return {op: {"_index": "obs-logs-2026.01.02", "_id": "x", "status": status}}
+
+
+@pytest.mark.parametrize(
+    ("items", "delivered"),
+    [
+        ([_item("create", 201), _item("create", 201)], True),
+        ([_item("create", 409), _item("create", 409)], False),  # wedge with create
+        ([_item("index", 200), _item("index", 200)], True),  # the same resend with index
+        ([_item("index", 201), _item("index", 400)], True),  # the 400 line is lost
+        ([_item("index", 400)], False),
+    ],
+)
+def test_model_of_the_es_output_success_rule(items, delivered):
+    assert es_bulk_delivered({"errors": True, "items": items}) is delivered
+    assert es_bulk_delivered({"errors": False, "items": items}) is True
+
+
+def test_index_template_keeps_lines_that_elasticsearch_could_reject():
+    template = json.loads(TEMPLATE_FILE.read_text())["template"]
+    assert template["mappings"]["dynamic"] is False
+    assert template["settings"]["mapping"]["ignore_malformed"] is True

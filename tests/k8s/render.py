@@ -8,6 +8,7 @@ locations come from stack.versions, which reads OBS_STACK_CACHE).
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import subprocess
 from collections.abc import Iterable, Iterator
@@ -511,5 +512,52 @@ def check_version_labels(docs: list[dict]) -> list[str]:
                 problems.append(
                     f"{ident(workload)}: {where} app.kubernetes.io/version {version!r} is not "
                     f"the tag of any of its images {sorted(tags)}"
+                )
+    return problems
+
+
+# --- Fluent Bit's tail <-> the pods whose logs it must collect -------------------------------
+
+# The kubelet's name for a container's log file (a symlink into the runtime's logs).
+LOG_NAME = "/var/log/containers/{pod}_{namespace}_{container}-{id}.log"
+# Whose logs Fluent Bit ships (the contract): the services'.
+LOGGED_NAMESPACES = ("obs-apps",)
+
+
+def tail_paths(docs: list[dict]) -> list[tuple[str, str]]:
+    """(owner, Path) of every tail input in Fluent Bit's ConfigMaps."""
+    found = []
+    for config_map in by_kind(docs, "ConfigMap"):
+        for key, text in config_map.get("data", {}).items():
+            for section in re.split(r"^\s*\[", text, flags=re.M):
+                if re.match(r"INPUT\]", section) and re.search(
+                    r"^\s*Name\s+tail\s*$", section, re.M
+                ):
+                    path = re.search(r"^\s*Path\s+(\S+)", section, re.M)
+                    if path:
+                        found.append((f"{ident(config_map)} {key}", path[1]))
+    return found
+
+
+def check_log_collection(docs: list[dict]) -> list[str]:
+    """Every container of every pod in LOGGED_NAMESPACES writes a log file that a tail
+    Path of Fluent Bit matches."""
+    paths = tail_paths(docs)
+    if not paths:
+        return ["no Fluent Bit tail input in any ConfigMap of the render"]
+    problems = []
+    for workload in workloads(docs):
+        namespace = workload["metadata"]["namespace"]
+        if namespace not in LOGGED_NAMESPACES:
+            continue
+        for container in pod_spec(workload)["containers"]:
+            log = LOG_NAME.format(
+                pod=f"{workload['metadata']['name']}-7d9f8b6c5-x2x4q", namespace=namespace,
+                container=container["name"], id="0" * 64,
+            )  # fmt: skip
+            if not any(fnmatch.fnmatchcase(log, path) for _, path in paths):
+                problems.append(
+                    f"{ident(workload)} container {container['name']}: its log {log} matches "
+                    f"no tail Path ({'; '.join(f'{o}: {p}' for o, p in paths)})"
                 )
     return problems

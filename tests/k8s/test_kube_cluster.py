@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 from stack.versions import VERSIONS
-from tests.support.kube_cluster import ClusterError, KubeCluster
+from tests.k8s.conftest import require_k8s_binaries
+from tests.support.kube_cluster import CONTROL_PLANE, ClusterError, KubeCluster
 from tests.support.polling import poll_until
 
 pytestmark = pytest.mark.validate
@@ -158,8 +159,8 @@ def test_a_statefulset_claim_is_bound_by_the_default_storage_class(kube_cluster)
     assert pvc["spec"]["storageClassName"] == "kwok-volume"
 
 
-def test_a_component_that_fails_to_start_is_named_with_its_log(tmp_path, kube_cluster):
-    # kube_cluster: only for its binary check; this starts a second, broken control plane.
+def test_a_component_that_fails_to_start_is_named_with_its_log(tmp_path):
+    require_k8s_binaries(CONTROL_PLANE)
     broken = KubeCluster(tmp_path, kwok=False, admission_plugins=("NoSuchAdmissionPlugin",))
     with pytest.raises(ClusterError) as failure:
         broken.start()

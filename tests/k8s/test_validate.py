@@ -20,6 +20,7 @@ Reads CI (through the fixtures: a missing binary fails instead of skipping).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import re
@@ -273,6 +274,11 @@ def test_version_labels_are_the_image_tags(docs):
     assert render.check_version_labels(docs) == []
 
 
+def test_fluent_bit_tails_the_log_files_of_every_service_container(docs):
+    assert render.tail_paths(docs)
+    assert render.check_log_collection(docs) == []
+
+
 # --- broken on purpose: each check names the object ----------------------------------------
 
 
@@ -383,6 +389,16 @@ def test_a_version_label_that_is_not_an_image_tag_is_reported(mutable):
     assert problem.startswith(
         "Deployment obs-monitoring/jaeger: labels app.kubernetes.io/version '2.12.0'"
     )
+
+
+def test_a_tail_path_on_the_wrong_namespace_is_reported(mutable):
+    for config_map in render.by_kind(mutable, "ConfigMap"):
+        for key, text in config_map.get("data", {}).items():
+            config_map["data"][key] = text.replace("_obs-apps_", "_obs-stack_")
+    problems = render.check_log_collection(mutable)
+    assert problems
+    assert problems[0].startswith("Deployment obs-apps/")
+    assert "matches no tail Path" in problems[0]
 
 
 # --- the deployed versions, on the deployed configuration ----------------------------------
@@ -553,78 +569,121 @@ def service_account_kubeconfig(cluster, namespace: str, name: str, path: Path) -
     return path
 
 
-def test_prometheus_discovers_every_scraped_pod_as_its_service_account(
-    applied, docs, secrets, tmp_path
-):
-    """The deployed prometheus.yml, run by the deployed Prometheus with the permissions of
-    its ServiceAccount (RoleBindings included): every job finds the pods of its component,
-    on the annotated port and path, labelled with namespace and pod."""
-    cluster = require_applied(applied)
+@contextlib.contextmanager
+def deployed_prometheus(cluster, docs, secrets, tmp_path, edit=lambda config: None):
+    """The deployed Prometheus binary on the deployed prometheus.yml, as the Deployment's
+    ServiceAccount (its RoleBindings decide what it may list). Out of the cluster the only
+    change is where the API server is and who Prometheus is (kubeconfig_file); `edit`
+    breaks the config on purpose. Yields a function returning the active targets as
+    (job, instance, scrape path, namespace label, pod label)."""
     binary = require_binary(prometheus_binary())
     workload = render.find(docs, "Deployment", "prometheus", "obs-monitoring")
+    spec = render.pod_spec(workload)
     files = materialize(docs, workload, "prometheus", tmp_path / "root", secrets)
     kubeconfig = service_account_kubeconfig(
-        cluster, "obs-monitoring", render.pod_spec(workload)["serviceAccountName"],
-        tmp_path / "kubeconfig",
-    )  # fmt: skip
-    args = render.pod_spec(workload)["containers"][0]["args"]
+        cluster, "obs-monitoring", spec["serviceAccountName"], tmp_path / "kubeconfig"
+    )
+    args = spec["containers"][0]["args"]
     config_path = files.local(arg_value(args, "--config.file"))
     config = yaml.safe_load(config_path.read_text())
-    # Out of the cluster, the only change: where the API server is and who Prometheus is.
     for job in config["scrape_configs"]:
         for sd in job.get("kubernetes_sd_configs", []):
             sd["kubeconfig_file"] = str(kubeconfig)
+    edit(config)
     config_path.write_text(yaml.safe_dump(config))
     port = free_port()
     argv = [binary, *(files.relocate(a) for a in args), f"--web.listen-address=127.0.0.1:{port}"]
     process = ManagedProcess("prometheus", argv, tmp_path)
-    expected = expected_targets(cluster, docs, config)
+    url = f"http://127.0.0.1:{port}"
+
+    def targets() -> set[tuple]:
+        active = httpx.get(f"{url}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
+        return {
+            (
+                t["labels"]["job"],
+                t["labels"]["instance"],
+                t["scrapeUrl"].split(t["labels"]["instance"], 1)[1],
+                t["labels"].get("namespace"),
+                t["labels"].get("pod"),
+            )
+            for t in active
+        }
+
+    targets.process = process  # for failure messages
     try:
-        process.wait_http(f"http://127.0.0.1:{port}/-/ready", ok=lambda r: r.status_code == 200)
-
-        def discovered():
-            targets = httpx.get(f"http://127.0.0.1:{port}/api/v1/targets", timeout=5).json()
-            found = {
-                (
-                    t["labels"]["job"],
-                    t["labels"]["instance"],
-                    t["scrapeUrl"].split(t["labels"]["instance"])[1],
-                )
-                for t in targets["data"]["activeTargets"]
-            }
-            return found if found == expected else None
-
-        poll_until(
-            discovered, f"Prometheus to discover {sorted(expected)}", 30,
-            on_timeout=lambda: process.tail() + "\n" + json.dumps(
-                httpx.get(f"http://127.0.0.1:{port}/api/v1/targets", timeout=5).json(), indent=1
-            )[:4000],
-        )  # fmt: skip
-        assert "forbidden" not in process.log_path.read_text()
+        process.wait_http(f"{url}/-/ready", ok=lambda r: r.status_code == 200)
+        yield targets
+        assert "forbidden" not in process.log_path.read_text(), process.tail()
     finally:
         process.stop()
 
 
-def expected_targets(cluster, docs, config) -> set[tuple[str, str, str]]:
-    """(job, pod IP:annotated port, annotated path) of every running pod each job's
-    component has, read from the live cluster."""
+def test_prometheus_discovers_every_scraped_pod_as_its_service_account(
+    applied, docs, secrets, tmp_path
+):
+    """Every job finds exactly the running pods of its component, on the annotated port
+    and path, labelled with their namespace and pod (kube-state-metrics excepted: its
+    series keep the labels of the objects they describe)."""
+    cluster = require_applied(applied)
+    _, config = render.prometheus_config(docs)
+    expected = expected_targets(cluster, docs, config)
+    with deployed_prometheus(cluster, docs, secrets, tmp_path) as targets:
+        poll_until(
+            lambda: targets() == expected,
+            f"Prometheus to discover exactly {sorted(expected)}",
+            30,
+            on_timeout=lambda: f"found {sorted(targets())}\n{targets.process.tail()}",
+        )
+
+
+def test_a_relabelling_mistake_changes_what_prometheus_discovers(applied, docs, secrets, tmp_path):
+    """Broken on purpose: without the rule keeping only the annotated port, Jaeger's other
+    container ports (OTLP, UI, ...) become targets of job jaeger."""
+    cluster = require_applied(applied)
+
+    def drop_port_rule(config):
+        job = next(j for j in config["scrape_configs"] if j["job_name"] == "jaeger")
+        job["relabel_configs"] = [
+            r for r in job["relabel_configs"] if r.get("action") != "keepequal"
+        ]
+
+    jaeger = render.find(docs, "Deployment", "jaeger", "obs-monitoring")
+    otlp = next(
+        p["containerPort"] for p in render.pod_spec(jaeger)["containers"][0]["ports"]
+        if p["name"] == "otlp-grpc"
+    )  # fmt: skip
+    with deployed_prometheus(cluster, docs, secrets, tmp_path, drop_port_rule) as targets:
+        poll_until(
+            lambda: any(t[0] == "jaeger" and t[1].endswith(f":{otlp}") for t in targets()),
+            f"job jaeger to gain a target on the OTLP port {otlp}",
+            30,
+        )
+
+
+def expected_targets(cluster, docs, config) -> set[tuple]:
+    """(job, pod IP:annotated port, annotated path, namespace, pod) of every running pod of
+    each job's component, read from the live cluster; namespace and pod only for the jobs
+    whose relabelling sets those labels."""
     expected = set()
     for job in config["scrape_configs"]:
+        labelled = {r.get("target_label") for r in job.get("relabel_configs", [])}
         for workload in render.job_targets(docs, job):
             namespace = workload["metadata"]["namespace"]
-            selector = ",".join(
-                f"{k}={v}" for k, v in workload["spec"]["selector"]["matchLabels"].items()
-            )
+            match = workload["spec"]["selector"]["matchLabels"]
+            selector = ",".join(f"{k}={v}" for k, v in match.items())
             pods = cluster.get_json("pods", "-n", namespace, "-l", selector)["items"]
             assert pods, f"no pods of {render.ident(workload)}"
             annotations = render.template_annotations(workload)
             for pod in pods:
                 if pod["status"].get("phase") != "Running":
                     continue
-                address = f"{pod['status']['podIP']}:{annotations['prometheus.io/port']}"
-                expected.add(
-                    (job["job_name"], address, annotations.get("prometheus.io/path", "/metrics"))
-                )
+                expected.add((
+                    job["job_name"],
+                    f"{pod['status']['podIP']}:{annotations['prometheus.io/port']}",
+                    annotations.get("prometheus.io/path", "/metrics"),
+                    namespace if "namespace" in labelled else None,
+                    pod["metadata"]["name"] if "pod" in labelled else None,
+                ))  # fmt: skip
     return expected
 
 
