@@ -296,6 +296,7 @@ def test_a_pod_that_cannot_be_scheduled_fails_up_in_bounded_time_naming_it(clust
         assert "FailedScheduling" in up.stderr
         assert "didn't match Pod's node affinity/selector" in up.stderr
         assert "--- deployment/jaeger (obs-monitoring): 0/1 ready ---" in up.stderr
+        assert "/jaeger: no log, the container has not started (pod Pending)" in up.stderr
 
         status = k8s_cli(cluster, "status", f"--manifests={unschedulable}")
         assert status.returncode == 1, show(status)
