@@ -1,9 +1,11 @@
 """Command line of the Kubernetes deployment: preflight, up, status, open, down.
 
 Usage: python -m k8s {preflight,up,status,open,down} [options]   (scripts/ on the path)
-Reads OBS_K8S_CONTEXT (kubectl context), OBS_MINIKUBE_PROFILE (default minikube), and
-the Secret variables of k8s/secrets.py. Exit status: 0 done, 1 failed (with a message
-naming what and why, never a traceback), 2 usage.
+Reads OBS_K8S_CONTEXT (kubectl context), OBS_KUBECTL (the kubectl to run; default the
+one on PATH), OBS_MINIKUBE_PROFILE (default minikube), MINIKUBE_HOME (where the disk
+check looks; default ~/.minikube), the Secret variables of k8s/secrets.py, and
+KUBECONFIG through kubectl (or --kubeconfig). Exit status: 0 done,
+1 failed (with a message naming what and why, never a traceback), 2 usage.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -22,9 +25,9 @@ import yaml
 from stack.wait import PollTimeout, poll_until, port_in_use
 
 from . import resources, rollout
-from .contract import IMAGES, SELECTOR, UIS, WORKLOAD_KINDS
+from .contract import IMAGES, NAMESPACES, SELECTOR, UIS, WORKLOAD_KINDS
 from .kubectl import DeployError, Kubectl, require_tool, run_tool
-from .secrets import ensure_secrets, not_in_table
+from .secrets import SECRETS, ensure_secrets, not_in_table
 
 REPO = Path(__file__).resolve().parents[2]
 MINIKUBE_HINT = "Install it: https://minikube.sigs.k8s.io/docs/start/ (or use --skip-minikube)."
@@ -64,11 +67,11 @@ class Deployment:
         self.args = args
         self.profile = args.profile
         self.manifests = Path(args.manifests).resolve()
-        kubectl = require_tool("kubectl", KUBECTL_HINT)
+        kubectl = require_tool("kubectl", KUBECTL_HINT, args.kubectl)
         self.minikube = None if args.skip_minikube else require_tool("minikube", MINIKUBE_HINT)
         # Minikube names its kubectl context after the profile.
         context = args.context or (None if args.skip_minikube else self.profile)
-        self.kubectl = Kubectl(kubectl, context)
+        self.kubectl = Kubectl(kubectl, context, args.kubeconfig)
         if not (self.manifests / "kustomization.yaml").exists():
             raise DeployError(f"no kustomization.yaml in {self.manifests}")
 
@@ -86,18 +89,28 @@ class Deployment:
             sizing = resources.minikube_sizing(needs)
             say(f"Resources the stack needs on Minikube:\n{indent(sizing.explanation)}")
             profile = self.minikube_profile()
-            if profile and profile.get("Status") == "Running":
-                self.check_profile(profile["Config"], sizing)
+            if profile:
+                # An existing profile keeps its size: `minikube start` ignores --cpus and
+                # --memory for it, so a too-small one must be recreated, not started.
+                self.check_profile(profile, sizing)
+            else:
+                self.check_host(sizing)
             return sizing
+        context = self.kubectl.run("config", "current-context", check=False).stdout.strip()
         nodes = self.kubectl.json("get", "nodes")["items"]
         pods = self.kubectl.json("get", "pods", "--all-namespaces")["items"]
+        classes = self.kubectl.json("get", "storageclasses")["items"]
         needs = resources.render_needs(render_yaml, nodes=max(1, len(nodes)))
         problems = resources.cluster_shortfall(needs, nodes, pods)
+        problems += resources.storage_shortfall(render_yaml, classes)
         if problems:
-            raise DeployError("the cluster is too small:\n" + indent("\n".join(problems)))
+            raise DeployError(
+                f"the cluster (context {self.kubectl.context or context!r}) cannot run the "
+                "stack:\n" + indent("\n".join(problems))
+            )
         say(
-            f"Cluster check: the stack requests {needs.cpu_m:.0f}m CPU and "
-            f"{resources.mib(needs.memory)} (+{resources.HEADROOM_PERCENT}% headroom): it fits."
+            f"Cluster check (context {self.kubectl.context or context!r}):\n"
+            + indent(resources.cluster_fit(needs, nodes, pods))
         )
         return None
 
@@ -108,7 +121,8 @@ class Deployment:
                 return profile
         return None
 
-    def check_profile(self, config: dict, sizing: resources.Sizing) -> None:
+    def check_profile(self, profile: dict, sizing: resources.Sizing) -> None:
+        config = profile.get("Config") or {}
         short = [
             f"{what}: has {have}, needs {need}"
             for what, have, need in (
@@ -120,12 +134,28 @@ class Deployment:
         ]
         if short:
             raise DeployError(
-                f"the running Minikube profile {self.profile!r} is too small: "
+                f"the Minikube profile {self.profile!r} ({profile_state(profile)}) is too "
+                "small: "
                 + "; ".join(short)
                 + f"\nRecreate it: minikube delete -p {self.profile} && make up"
                 + " (this deletes everything in that cluster)"
             )
-        say(f"Minikube profile {self.profile!r} is running and big enough.")
+        say(
+            f"Minikube profile {self.profile!r} ({profile_state(profile)}) has "
+            f"{config.get('CPUs')} CPUs, {config.get('Memory')} MB, {config.get('DiskSize')} MB "
+            "disk: big enough."
+        )
+
+    def check_host(self, sizing: resources.Sizing) -> None:
+        """Before `minikube start`: can this machine give the new node what it needs?"""
+        problems = resources.host_shortfall(sizing, minikube_home())
+        if problems:
+            raise DeployError(
+                f"this machine cannot host a Minikube node of {sizing.cpus} CPUs, "
+                f"{sizing.memory_mb} MB and {sizing.disk_mb} MB of disk:\n"
+                + indent("\n".join(problems))
+            )
+        say(f"No Minikube profile {self.profile!r} yet; this machine has room for it.")
 
     # --- up --------------------------------------------------------------------------
     def up(self) -> None:
@@ -148,7 +178,7 @@ class Deployment:
             render_yaml = render(self.kubectl, manifests)
             self.step("namespaces", lambda: self.apply_namespaces(render_yaml))
             self.step("secrets", lambda: ensure_secrets(self.kubectl, say, self.args.show_secrets))
-            self.step("apply", lambda: self.apply(manifests))
+            self.step("apply", lambda: self.apply(manifests, render_yaml))
             self.step(
                 "rollout",
                 lambda: rollout.wait_ready(
@@ -168,6 +198,7 @@ class Deployment:
     def start_minikube(self, sizing: resources.Sizing) -> None:
         profile = self.minikube_profile()
         if profile and profile.get("Status") == "Running":
+            say(f"  Minikube profile {self.profile!r} is running.")
             return
         say(
             f"  minikube start -p {self.profile} --cpus {sizing.cpus} --memory "
@@ -176,18 +207,33 @@ class Deployment:
         run_tool(
             [self.minikube, "start", "-p", self.profile, f"--cpus={sizing.cpus}",
              f"--memory={sizing.memory_mb}", f"--disk-size={sizing.disk_mb}mb"],
-            900, "minikube start",
+            900, "minikube start", stream=lambda line: say(f"    | {line}"),
         )  # fmt: skip
 
     def build_images(self) -> None:
         for image in IMAGES:
             tag = f"{image.name}:{image_tag(image.service)}"
             say(f"  minikube image build -t {tag} -f {image.dockerfile} services")
+            started = time.monotonic()
+            # A relative -f is taken inside the build context (services/).
             run_tool(
                 [self.minikube, "-p", self.profile, "image", "build", "-t", tag,
                  "-f", image.dockerfile, str(REPO / "services")],
-                900, f"building {tag} in Minikube",
+                900, f"building {tag} in Minikube", stream=lambda line: say(f"    | {line}"),
             )  # fmt: skip
+            # `minikube image build` logs a failed build as a warning and still exits 0
+            # (machine.BuildImage): check that the image is really there.
+            listed = run_tool(
+                [self.minikube, "-p", self.profile, "image", "ls"], 120, "minikube image ls"
+            ).stdout.split()
+            if not any(ref == tag or ref.endswith(f"/{tag}") for ref in listed):
+                raise DeployError(
+                    f"building {tag} in Minikube failed: `minikube image ls` does not list it "
+                    f"(see `minikube -p {self.profile} logs`, or run the build by hand: "
+                    f"minikube -p {self.profile} image build -t {tag} -f {image.dockerfile} "
+                    "services)"
+                )
+            say(f"    {tag}: built ({time.monotonic() - started:.0f} s)")
 
     def kustomization(self):
         """k8s/ itself, or an overlay that points the images at --registry."""
@@ -212,8 +258,34 @@ class Deployment:
         (Path(overlay.name) / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
         return _Overlay(overlay)
 
-    def apply(self, manifests: Path) -> None:
-        say(indent(self.kubectl.run("apply", "-k", str(manifests), timeout=300).stdout.strip()))
+    def apply(self, manifests: Path, render_yaml: str) -> None:
+        result = self.kubectl.run("apply", "-k", str(manifests), timeout=300, check=False)
+        changed = _immutable_jobs(result.stderr)
+        if result.returncode != 0 and changed:
+            # A Job's pod template cannot change (its ConfigMap's name hash did, say): a
+            # finished Job is history, so replace it and apply again.
+            namespaces = {
+                d["metadata"]["name"]: d["metadata"].get("namespace", "default")
+                for d in yaml.safe_load_all(render_yaml)
+                if d and d["kind"] == "Job"
+            }
+            for job in changed:
+                say(f"  job/{job} changed: deleting it to run the new one")
+                self.kubectl.run(
+                    "delete", "job", job, "-n", namespaces.get(job, "default"),
+                    "--wait", "--timeout=120s", timeout=150,
+                )  # fmt: skip
+            result = self.kubectl.run("apply", "-k", str(manifests), timeout=300, check=False)
+        if result.returncode != 0:
+            raise DeployError(
+                f"`kubectl apply -k {manifests}` failed (exit {result.returncode}):\n"
+                + (result.stderr.strip() or result.stdout.strip())
+            )
+        say(indent(result.stdout.strip()))
+        # Warnings (Pod Security "would violate", deprecated APIs) do not fail the apply
+        # but a rejected pod shows up only later as a rollout that never finishes.
+        for line in result.stderr.strip().splitlines():
+            say(f"  {line}")
 
     def apply_namespaces(self, render_yaml: str) -> None:
         namespaces = [d for d in yaml.safe_load_all(render_yaml) if d and d["kind"] == "Namespace"]
@@ -229,7 +301,8 @@ class Deployment:
             return 1
         width = max(len(w.label) for w in workloads)
         for w in workloads:
-            state = "ready" if w.done else ("FAILED" if w.failed else "NOT READY")
+            done = "complete" if w.kind == "Job" else "ready"
+            state = done if w.done else ("FAILED" if w.failed else "NOT READY")
             say(f"  {w.label:<{width}}  {w.ready}/{w.desired}  {state}")
         not_ready = [w for w in workloads if not w.done]
         for namespace in sorted({w.namespace for w in not_ready}):
@@ -242,22 +315,50 @@ class Deployment:
         return 1 if not_ready else 0
 
     def down(self) -> None:
-        say(f"Deleting what {self.manifests.relative_to(REPO)} defines, and its Secrets ...")
+        """Delete exactly what the render and the Secrets table name (by name, not by
+        label: someone else's object that happens to carry our labels stays), wait for
+        it to be gone, and say what is left if anything is."""
+        say(f"Deleting what {display(self.manifests)} defines, and the Secrets `up` made ...")
         timeout = int(self.args.timeout)
+        started = time.monotonic()
+        for spec in SECRETS:
+            self.kubectl.run(
+                "delete", "secret", spec.name, "-n", spec.namespace, "--ignore-not-found",
+                timeout=60,
+            )  # fmt: skip
         self.kubectl.run(
             "delete", "-k", str(self.manifests), "--ignore-not-found", "--wait",
             f"--timeout={timeout}s", timeout=timeout + 30,
         )  # fmt: skip
-        self.kubectl.run(
-            "delete", "secrets", "--all-namespaces", "-l", SELECTOR, "--ignore-not-found",
-            timeout=60,
-        )  # fmt: skip
         left = self.kubectl.run(
-            "get", "all,secrets,configmaps,pvc", "--all-namespaces", "-l", SELECTOR, "-o", "name"
+            "get", "-k", str(self.manifests), "--ignore-not-found", "-o", "name", timeout=60
         ).stdout.split()
+        # Volumes provisioned for our claims go with them (reclaim policy Delete), but
+        # asynchronously: wait for them too, within the same time limit.
+        namespaces = set(NAMESPACES)
+
+        def volumes_gone():
+            volumes = self.kubectl.json("get", "persistentvolumes")["items"]
+            left_volumes = [
+                f"persistentvolume/{v['metadata']['name']}"
+                for v in volumes
+                if (v["spec"].get("claimRef") or {}).get("namespace") in namespaces
+                and v["spec"].get("persistentVolumeReclaimPolicy") == "Delete"
+            ]
+            return left_volumes or None
+
+        try:
+            poll_until(
+                lambda: not volumes_gone(),
+                "volumes of the deleted claims",
+                max(5.0, timeout - (time.monotonic() - started)),
+                1.0,
+            )
+        except PollTimeout:
+            left += volumes_gone() or []
         if left:
             raise DeployError(f"still present after delete: {', '.join(left)}")
-        say("obs-stack removed.")
+        say(f"obs-stack removed ({time.monotonic() - started:.0f} s).")
 
     def open(self) -> None:
         busy = [ui for ui in UIS if port_in_use(ui.port)]
@@ -341,10 +442,39 @@ def print_access(profile: str | None, forwarded: bool = False) -> None:
         say("Reach the UIs with `make open` (port-forwards until Ctrl-C), then:")
     for ui in UIS:
         say(f"  {ui.title:<24} http://127.0.0.1:{ui.port}{ui.path}")
+    # Values are never printed: say where to read them.
+    say("Logins (read from the Secrets; `up --show-secrets` prints every value):")
     say(
-        "Grafana's user and password: kubectl -n obs-monitoring get secret grafana-admin "
-        "-o jsonpath='{.data.admin-password}' | base64 -d"
+        "  Grafana (user, password): kubectl -n obs-monitoring get secret grafana-admin -o "
+        """go-template='{{index .data "admin-user" | base64decode}} """
+        """{{index .data "admin-password" | base64decode}}{{"\\n"}}'"""
     )
+    say(
+        "  Kibana: user elastic, password: kubectl -n obs-monitoring get secret "
+        "elasticsearch-credentials -o jsonpath='{.data.elastic-password}' | base64 -d"
+    )
+
+
+def profile_state(profile: dict | None) -> str:
+    return (profile or {}).get("Status") or "absent"
+
+
+def minikube_home() -> Path:
+    """Where Minikube keeps its machines (MINIKUBE_HOME, default ~/.minikube)."""
+    home = os.environ.get("MINIKUBE_HOME")
+    return Path(home) if home else Path.home() / ".minikube"
+
+
+def _immutable_jobs(stderr: str) -> list[str]:
+    """Jobs that `kubectl apply` refused to change because their template is immutable."""
+    return sorted(set(re.findall(r'The Job "([^"]+)" is invalid: .*field is immutable', stderr)))
+
+
+def display(path: Path) -> str:
+    try:
+        return str(path.relative_to(REPO))
+    except ValueError:
+        return str(path)
 
 
 def indent(text: str) -> str:
@@ -352,6 +482,10 @@ def indent(text: str) -> str:
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
+    return parser().parse_args(argv)
+
+
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m k8s", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["preflight", "up", "status", "open", "down"])
     parser.add_argument(
@@ -366,7 +500,20 @@ def parse(argv: list[str]) -> argparse.Namespace:
         default=os.environ.get("OBS_K8S_CONTEXT"),
         help="kubectl context (default: Minikube's, or the current one)",
     )
-    parser.add_argument("--profile", default=os.environ.get("OBS_MINIKUBE_PROFILE", "minikube"))
+    parser.add_argument(
+        "--kubeconfig",
+        help="kubeconfig file (default: kubectl's: $KUBECONFIG, else ~/.kube/config)",
+    )
+    parser.add_argument(
+        "--kubectl",
+        default=os.environ.get("OBS_KUBECTL"),
+        help="the kubectl to run, a path or a name on PATH (default: kubectl)",
+    )
+    parser.add_argument(
+        "--profile",
+        default=os.environ.get("OBS_MINIKUBE_PROFILE", "minikube"),
+        help="Minikube profile, also its kubectl context (default: minikube)",
+    )
     parser.add_argument("--manifests", default=str(REPO / "k8s"), help="kustomization directory")
     parser.add_argument(
         "--timeout",
@@ -379,7 +526,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
         action="store_true",
         help="print the Secrets' values (never printed otherwise)",
     )
-    return parser.parse_args(argv)  # fmt: skip
+    return parser  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

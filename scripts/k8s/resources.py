@@ -11,8 +11,11 @@ for images and the node's system.
 from __future__ import annotations
 
 import math
+import os
 import re
+import shutil
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import yaml
 
@@ -53,6 +56,8 @@ class Needs:
     storage: float = 0
     # (kind/namespace/name, cpu_m, memory) of each workload, for the explanation.
     parts: list[tuple[str, float, float]] = field(default_factory=list)
+    # The largest single pod (kind/namespace/name, cpu_m, memory): it must fit on one node.
+    largest_pod: tuple[str, float, float] = ("", 0, 0)
 
 
 def _requests(containers: list[dict]) -> tuple[float, float]:
@@ -93,6 +98,8 @@ def render_needs(render_yaml: str, nodes: int = 1) -> Needs:
         else:
             continue
         cpu, memory = pod_requests(spec["template"]["spec"])
+        if (memory, cpu) > (needs.largest_pod[2], needs.largest_pod[1]):
+            needs.largest_pod = (label, cpu, memory)
         needs.cpu_m += cpu * copies
         needs.memory += memory * copies
         needs.parts.append((label, cpu * copies, memory * copies))
@@ -136,13 +143,25 @@ def minikube_sizing(needs: Needs) -> Sizing:
     return Sizing(sizing.cpus, sizing.memory_mb, sizing.disk_mb, explanation)
 
 
-def cluster_shortfall(needs: Needs, nodes: list[dict], pods: list[dict]) -> list[str]:
-    """On an existing cluster: what the render's requests (+headroom) exceed, given the
-    Ready nodes' allocatable resources and what other pods already request."""
-    factor = 1 + HEADROOM_PERCENT / 100
+@dataclass(frozen=True)
+class Capacity:
+    ready_nodes: int
+    alloc_cpu_m: float
+    alloc_memory: float
+    used_cpu_m: float  # requested by pods that are not ours and not finished
+    used_memory: float
+    largest_node: tuple[float, float]  # (cpu_m, memory) allocatable of the biggest node
+
+
+def capacity(nodes: list[dict], pods: list[dict]) -> Capacity:
     ready = [n for n in nodes if _node_ready(n)]
-    alloc_cpu = sum(quantity(n["status"]["allocatable"]["cpu"]) * 1000 for n in ready)
-    alloc_mem = sum(quantity(n["status"]["allocatable"]["memory"]) for n in ready)
+    sizes = [
+        (
+            quantity(n["status"]["allocatable"]["cpu"]) * 1000,
+            quantity(n["status"]["allocatable"]["memory"]),
+        )
+        for n in ready
+    ]
     used_cpu = used_mem = 0.0
     for pod in pods:
         labels = pod["metadata"].get("labels") or {}
@@ -154,6 +173,66 @@ def cluster_shortfall(needs: Needs, nodes: list[dict], pods: list[dict]) -> list
             continue
         cpu, memory = pod_requests(pod["spec"])
         used_cpu, used_mem = used_cpu + cpu, used_mem + memory
+    return Capacity(
+        len(ready),
+        sum(c for c, _ in sizes),
+        sum(m for _, m in sizes),
+        used_cpu,
+        used_mem,
+        max(sizes, key=lambda size: (size[1], size[0]), default=(0.0, 0.0)),
+    )
+
+
+def host_shortfall(sizing: Sizing, minikube_home: Path) -> list[str]:
+    """What this machine lacks for a new Minikube node of `sizing`: CPUs, memory (Linux:
+    /proc/meminfo; elsewhere the driver's VM settings decide, and Minikube checks), and
+    free disk where Minikube keeps its machines."""
+    problems = []
+    cpus = os.cpu_count() or 0
+    if cpus < sizing.cpus:
+        problems.append(f"CPUs: {sizing.cpus} needed, this machine has {cpus}")
+    meminfo = Path("/proc/meminfo")
+    if meminfo.exists():
+        total_kib = next(
+            int(line.split()[1])
+            for line in meminfo.read_text().splitlines()
+            if line.startswith("MemTotal:")
+        )
+        if total_kib * 1024 < sizing.memory_mb * 2**20:
+            problems.append(
+                f"memory: {sizing.memory_mb} MB needed, this machine has {total_kib // 1024} MB"
+            )
+    where = minikube_home if minikube_home.exists() else Path.home()
+    free = shutil.disk_usage(where).free
+    if free < sizing.disk_mb * 2**20:
+        problems.append(f"disk: {sizing.disk_mb} MB needed, {free // 2**20} MB free under {where}")
+    return problems
+
+
+def cluster_fit(needs: Needs, nodes: list[dict], pods: list[dict]) -> str:
+    """The numbers behind "it fits", for the terminal."""
+    have = capacity(nodes, pods)
+    factor = 1 + HEADROOM_PERCENT / 100
+    return (
+        f"the stack requests {needs.cpu_m:.0f}m CPU and {mib(needs.memory)} memory "
+        f"(the sum of its pods' requests), {needs.cpu_m * factor:.0f}m and "
+        f"{mib(needs.memory * factor)} with {HEADROOM_PERCENT}% headroom;\n"
+        f"the cluster has {have.alloc_cpu_m - have.used_cpu_m:.0f}m CPU and "
+        f"{mib(have.alloc_memory - have.used_memory)} free ({have.alloc_cpu_m:.0f}m and "
+        f"{mib(have.alloc_memory)} allocatable on {have.ready_nodes} Ready node(s), "
+        f"{have.used_cpu_m:.0f}m and {mib(have.used_memory)} requested by other pods): it fits."
+    )
+
+
+def cluster_shortfall(needs: Needs, nodes: list[dict], pods: list[dict]) -> list[str]:
+    """On an existing cluster: what the render's requests (+headroom) exceed, given the
+    Ready nodes' allocatable resources and what other pods already request; and whether
+    the largest pod fits on the largest node at all."""
+    factor = 1 + HEADROOM_PERCENT / 100
+    have = capacity(nodes, pods)
+    alloc_cpu, alloc_mem = have.alloc_cpu_m, have.alloc_memory
+    used_cpu, used_mem = have.used_cpu_m, have.used_memory
+    ready = range(have.ready_nodes)
     problems = []
     if not ready:
         problems.append("no node is Ready")
@@ -171,7 +250,49 @@ def cluster_shortfall(needs: Needs, nodes: list[dict], pods: list[dict]) -> list
             f"{mib(needs.memory * factor)}); the cluster has {mib(free_mem)} free "
             f"({mib(alloc_mem)} allocatable, {mib(used_mem)} requested by other pods)"
         )
+    label, pod_cpu, pod_mem = needs.largest_pod
+    node_cpu, node_mem = have.largest_node
+    if ready and (pod_cpu > node_cpu or pod_mem > node_mem):
+        problems.append(
+            f"{label}: one pod requests {pod_cpu:.0f}m CPU and {mib(pod_mem)}, more than the "
+            f"largest node has allocatable ({node_cpu:.0f}m, {mib(node_mem)}): it could "
+            "never be scheduled"
+        )
     return problems
+
+
+DEFAULT_CLASS = "storageclass.kubernetes.io/is-default-class"
+
+
+def storage_shortfall(render_yaml: str, storage_classes: list[dict]) -> list[str]:
+    """Claims without a storageClassName need a default StorageClass, or stay Pending."""
+    default_classes = [
+        c["metadata"]["name"]
+        for c in storage_classes
+        if (c["metadata"].get("annotations") or {}).get(DEFAULT_CLASS) == "true"
+    ]
+    if default_classes:
+        return []
+    claims = []
+    for doc in yaml.safe_load_all(render_yaml):
+        if not doc:
+            continue
+        meta, spec = doc.get("metadata") or {}, doc.get("spec") or {}
+        if doc.get("kind") == "PersistentVolumeClaim" and not spec.get("storageClassName"):
+            claims.append(f"PersistentVolumeClaim/{meta.get('namespace')}/{meta.get('name')}")
+        for claim in spec.get("volumeClaimTemplates") or []:
+            if not claim["spec"].get("storageClassName"):
+                claims.append(
+                    f"{doc['kind']}/{meta.get('namespace')}/{meta.get('name')} "
+                    f"volume claim {claim['metadata']['name']!r}"
+                )
+    if not claims:
+        return []
+    return [
+        "no default StorageClass, so these claims would stay Pending: "
+        + ", ".join(claims)
+        + f" (mark one as the default: kubectl annotate storageclass NAME {DEFAULT_CLASS}=true)"
+    ]
 
 
 def _node_ready(node: dict) -> bool:

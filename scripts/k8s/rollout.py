@@ -106,7 +106,12 @@ def explain(kubectl: Kubectl, workload: Workload, log_lines: int = 20) -> str:
         if _owned_by(p, workload)
     ]
     names = {workload.name} | {p["metadata"]["name"] for p in pods}
-    for event in sorted(events, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or ""):
+
+    def when(event: dict) -> str:
+        # Older components fill lastTimestamp, newer ones (the scheduler) eventTime only.
+        return event.get("lastTimestamp") or event.get("eventTime") or ""
+
+    for event in sorted(events, key=when):
         involved = event.get("involvedObject") or {}
         if involved.get("name") in names or involved.get("name", "").startswith(workload.name):
             lines.append(
@@ -114,7 +119,20 @@ def explain(kubectl: Kubectl, workload: Workload, log_lines: int = 20) -> str:
                 f"{event.get('type')} {event.get('reason')}: {event.get('message')}"
             )
     for pod in pods:
+        started = {
+            status["name"]
+            for status in (pod.get("status") or {}).get("containerStatuses") or []
+            if set(status.get("state") or {}) & {"running", "terminated"}
+            or status.get("lastState", {}).get("terminated")
+        }
         for container in pod["spec"]["containers"]:
+            if container["name"] not in started:
+                phase = (pod.get("status") or {}).get("phase")
+                lines.append(
+                    f"  {pod['metadata']['name']}/{container['name']}: no log, the container "
+                    f"has not started (pod {phase})"
+                )
+                continue
             result = kubectl.run(
                 "logs", "-n", namespace, pod["metadata"]["name"], "-c", container["name"],
                 f"--tail={log_lines}", check=False,

@@ -6,9 +6,12 @@ is tested where the control plane runs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,10 +19,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from k8s import __main__ as k8s_main
 from k8s import resources, rollout
 from k8s import secrets as k8s_secrets
-from k8s.__main__ import Deployment, parse
-from k8s.contract import IMAGES
+from k8s.__main__ import Deployment, _immutable_jobs, parse
+from k8s.contract import IMAGES, UIS
+from stack.versions import k8s_binary
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -303,3 +308,144 @@ def test_missing_tools_give_a_clear_message_and_exit_1(tmp_path, args, tool):
     assert result.returncode == 1
     assert result.stderr.startswith(f"error: {tool} is not installed")
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_a_pod_bigger_than_every_node_is_refused_even_if_the_total_fits():
+    docs = [deployment("elasticsearch", 1, [container("500m", "6Gi")], kind="StatefulSet")]
+    needs = resources.render_needs(yaml.safe_dump_all(docs))
+    nodes = [node("4", "4Gi"), node("4", "4Gi")]
+    problems = resources.cluster_shortfall(needs, nodes, [])
+    assert problems == [
+        "StatefulSet/obs-apps/elasticsearch: one pod requests 500m CPU and 6144 MiB, more than"
+        " the largest node has allocatable (4000m, 4096 MiB): it could never be scheduled"
+    ]
+    assert resources.cluster_shortfall(needs, [node("4", "8Gi")], []) == []
+
+
+def test_claims_need_a_default_storage_class():
+    docs = [
+        deployment(
+            "elasticsearch", 1, [container("1", "1Gi")], kind="StatefulSet",
+            volumeClaimTemplates=[{"metadata": {"name": "data"},
+                                   "spec": {"resources": {"requests": {"storage": "5Gi"}}}}],
+        )
+    ]  # fmt: skip
+    render_yaml = yaml.safe_dump_all(docs)
+    plain = {"metadata": {"name": "slow", "annotations": {}}}
+    default = {"metadata": {"name": "standard", "annotations": {resources.DEFAULT_CLASS: "true"}}}
+    (problem,) = resources.storage_shortfall(render_yaml, [plain])
+    assert "StatefulSet/obs-apps/elasticsearch volume claim 'data'" in problem
+    assert resources.storage_shortfall(render_yaml, [plain, default]) == []
+    # A claim that names its class needs no default.
+    docs[0]["spec"]["volumeClaimTemplates"][0]["spec"]["storageClassName"] = "slow"
+    assert resources.storage_shortfall(yaml.safe_dump_all(docs), [plain]) == []
+
+
+def test_a_machine_too_small_for_the_minikube_node_is_named(tmp_path):
+    fits = resources.Sizing(cpus=1, memory_mb=1, disk_mb=1, explanation="")
+    assert resources.host_shortfall(fits, tmp_path) == []
+    huge = resources.Sizing(cpus=10**6, memory_mb=10**9, disk_mb=10**12, explanation="")
+    problems = resources.host_shortfall(huge, tmp_path)
+    assert [p.split(":")[0] for p in problems] == ["CPUs", "memory", "disk"]
+    assert f"under {tmp_path}" in problems[2]
+
+
+def test_jobs_refused_as_immutable_are_found_in_kubectl_errors():
+    # The API server's message, as `kubectl apply` printed it in tests/k8s/test_rollout.py.
+    stderr = (
+        'The Job "kibana-import" is invalid: spec.template: Invalid value: '
+        "core.PodTemplateSpec{...}: field is immutable\n"
+        'The Deployment "web" is invalid: spec.selector: Invalid value: {}: field is immutable'
+    )
+    assert _immutable_jobs(stderr) == ["kibana-import"]
+    assert _immutable_jobs("error: something else") == []
+
+
+def kubectl_for_render() -> str:
+    built = k8s_binary("kubectl")
+    return str(built) if built.is_file() else kubectl_or_skip()
+
+
+def test_the_secrets_table_is_exactly_what_k8s_refers_to():
+    """Both ways: preflight refuses a render that refers to a Secret key the table does
+    not create, and the table creates nothing the manifests do not use."""
+    rendered = subprocess.run(
+        [kubectl_for_render(), "kustomize", str(REPO / "k8s")],
+        capture_output=True, text=True, check=True, timeout=120,
+    ).stdout  # fmt: skip
+    assert k8s_secrets.not_in_table(rendered) == []
+    referenced = k8s_secrets.referenced_secret_keys(rendered)
+    created = {(s.namespace, s.name, k.key) for s in k8s_secrets.SECRETS for k in s.keys}
+    assert created == referenced
+    # Breaking it on purpose: a key the manifests would need that the table lacks.
+    broken = rendered.replace("key: grafana-password", "key: grafana-pasword", 1)
+    assert k8s_secrets.not_in_table(broken) == [
+        "key 'grafana-pasword' of Secret obs-monitoring/elasticsearch-credentials"
+    ]
+
+
+def quick_start() -> str:
+    readme = (REPO / "README.md").read_text()
+    start = readme.index("## Quick start on Minikube")
+    return readme[start : readme.index("\n## ", start + 1)]
+
+
+def test_the_readme_quick_start_matches_the_code():
+    """Its numbers are what the preflight computes from the render now; its commands are
+    Makefile targets and options `python -m k8s` has."""
+    section = quick_start()
+    rendered = subprocess.run(
+        [kubectl_for_render(), "kustomize", str(REPO / "k8s")],
+        capture_output=True, text=True, check=True, timeout=120,
+    ).stdout  # fmt: skip
+    needs = resources.render_needs(rendered, nodes=1)
+    sizing = resources.minikube_sizing(needs)
+    for text in (
+        f"render {needs.cpu_m:.0f}m",
+        f"render {resources.mib(needs.memory)}",
+        f"volume claims {resources.mib(needs.storage)}",
+        f"--cpus={sizing.cpus}",
+        f"--memory={sizing.memory_mb}",
+        f"--disk-size={sizing.disk_mb}mb",
+        f"at least {sizing.cpus} CPUs, {sizing.memory_mb} MB of memory",
+        f"{sizing.disk_mb} MB of disk",
+    ):
+        assert text in section, text
+    for image in IMAGES:
+        tag = f"{image.name}:{k8s_main.image_tag(image.service)}"
+        # The frontend's build command is shown in full; the backend's is "the same".
+        if image.service == "frontend":
+            assert f"-t {tag} -f {image.dockerfile} services" in section
+        assert image.name in section
+    targets = set(re.findall(r"^([a-z-]+):", (REPO / "Makefile").read_text(), re.M))
+    used = set(re.findall(r"(?:^|`)make ([a-z-]+)", section, re.M))
+    assert used and used <= targets, used - targets
+    options = {a for action in k8s_main.parser()._actions for a in action.option_strings}
+    # Options in UP_ARGS="..." and in `--option` prose (not other tools' flags).
+    shown = {
+        option
+        for args in re.findall(r'UP_ARGS="([^"]*)"', section)
+        for option in re.findall(r"--[a-z-]+", args)
+    } | set(re.findall(r"`(--[a-z-]+)", section))
+    shown -= {"--cpus", "--memory", "--disk-size"}  # minikube start's, in the sizing table
+    assert len(shown) > 5 and shown <= options, shown - options
+
+
+def test_open_refuses_when_a_local_port_is_taken(tmp_path):
+    """`make open` forwards fixed ports (the ones the README lists): one already taken
+    is named before anything starts, instead of a port-forward dying later."""
+    kubectl = kubectl_for_render()
+    jaeger = next(ui for ui in UIS if ui.title == "Jaeger")
+    with contextlib.ExitStack() as stack:
+        holder = socket.socket()
+        stack.callback(holder.close)
+        try:
+            holder.bind(("127.0.0.1", jaeger.port))
+            holder.listen()
+        except OSError:
+            pass  # taken already: the premise holds either way
+        result = run_cli("open", "--skip-minikube", f"--kubectl={kubectl}", path=os.environ["PATH"])
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: local ports already in use:")
+    assert f"{jaeger.port} (Jaeger)" in result.stderr
+    assert "Traceback" not in result.stderr
