@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Idempotent import of Kibana's saved objects (kibana/*.ndjson: data view, saved
-# searches), run by the Job kibana-import after every `make up`. Waits for Kibana to
-# report itself available, then POSTs each file to
+# searches), run by the Job kibana-import. A Job runs once: `make up` re-creates it (and
+# so runs this again) only when its pod template changes (this script, kibana/*.ndjson:
+# the ConfigMaps' name hashes) or when it changed a credential of an existing
+# deployment. Waits for Kibana to report itself usable, then POSTs each file to
 # /api/saved_objects/_import?overwrite=true: the objects have fixed ids, so a re-run
 # overwrites them instead of adding copies.
 # Reads: KIBANA_URL, ELASTIC_PASSWORD (the import needs a Kibana user with write access
