@@ -277,9 +277,7 @@ def test_import_runs_when_kibana_is_available_or_degraded(overall, saved_objects
         ("available", "available", 503),
     ],
 )
-def test_import_waits_for_a_usable_kibana_and_gives_up_in_time(
-    overall, saved_objects, http_status
-):
+def test_import_waits_for_a_usable_kibana_and_gives_up_in_time(overall, saved_objects, http_status):
     answer = kibana(level=overall, saved_objects=saved_objects, http_status=http_status)
     with Recorder(answer) as kb:
         result = run(
