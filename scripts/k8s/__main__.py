@@ -30,6 +30,17 @@ from .kubectl import DeployError, Kubectl, require_tool, run_tool
 from .secrets import SECRETS, ensure_secrets, not_in_table
 
 REPO = Path(__file__).resolve().parents[2]
+# --timeout's default, in seconds. Longer than the longest wait inside the stack (the
+# kibana-import Job waits up to 900 s for Kibana, whose startupProbe allows 600 s;
+# Elasticsearch's 300 s, the setup Job's 600 s) plus the image pulls of a first run,
+# so that `make up` does not give up on a stack that is still coming up on its own.
+# tests/k8s/test_deploy_tooling.py derives the inner waits from the render and checks.
+DEFAULT_TIMEOUT = 1200
+# Said after a rollout timeout (not after a failed Job: re-running does not re-run it).
+RESUME_HINT = (
+    "Nothing is undone: the stack keeps coming up in the cluster. Re-running `make up` "
+    "resumes (it re-applies and waits again), and `make status` shows what is not ready."
+)
 MINIKUBE_HINT = "Install it: https://minikube.sigs.k8s.io/docs/start/ (or use --skip-minikube)."
 KUBECTL_HINT = (
     "Install it: https://kubernetes.io/docs/tasks/tools/ (`minikube kubectl` also works)."
@@ -179,14 +190,15 @@ class Deployment:
             self.step("namespaces", lambda: self.apply_namespaces(render_yaml))
             self.step("secrets", lambda: ensure_secrets(self.kubectl, say, self.args.show_secrets))
             self.step("apply", lambda: self.apply(manifests, render_yaml))
-            self.step(
-                "rollout",
-                lambda: rollout.wait_ready(
-                    self.kubectl, say, self.args.timeout, expected=workloads_in(render_yaml)
-                ),
-            )
+            self.step("rollout", lambda: self.wait_rollout(render_yaml))
         say(f"obs-stack is up ({time.monotonic() - started:.0f} s).\n")
         print_access(self.profile if self.minikube else None)
+
+    def wait_rollout(self, render_yaml: str) -> None:
+        rollout.wait_ready(
+            self.kubectl, say, self.args.timeout, expected=workloads_in(render_yaml),
+            on_timeout=RESUME_HINT,
+        )  # fmt: skip
 
     def step(self, name: str, action):
         say(f"==> {name}")
@@ -518,8 +530,9 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--timeout",
         type=float,
-        default=600,
-        help="seconds to wait for the rollout (up) or the deletion (down)",
+        default=DEFAULT_TIMEOUT,
+        help="seconds to wait for the rollout (up) or the deletion (down); default "
+        f"{DEFAULT_TIMEOUT:g}",
     )
     parser.add_argument(
         "--show-secrets",

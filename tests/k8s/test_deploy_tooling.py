@@ -449,3 +449,51 @@ def test_open_refuses_when_a_local_port_is_taken(tmp_path):
     assert result.stderr.startswith("error: local ports already in use:")
     assert f"{jaeger.port} (Jaeger)" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def inner_waits(rendered: str) -> dict[str, float]:
+    """The longest each component may take on its own before Kubernetes or a Job gives
+    up: a container's startupProbe budget, and the Job scripts' WAIT_SECONDS (the value
+    set in the Job, else the script's default)."""
+    waits = {}
+    scripts = REPO / "k8s" / "monitoring" / "files"
+    for doc in yaml.safe_load_all(rendered):
+        pod = ((doc or {}).get("spec") or {}).get("template", {}).get("spec") or {}
+        for c in pod.get("containers") or []:
+            probe = c.get("startupProbe")
+            if probe:
+                waits[f"{doc['metadata']['name']}/{c['name']} startupProbe"] = probe.get(
+                    "initialDelaySeconds", 0
+                ) + probe.get("periodSeconds", 10) * probe.get("failureThreshold", 3)
+            if doc["kind"] != "Job":
+                continue
+            env = {e["name"]: e.get("value") for e in c.get("env") or []}
+            script = scripts / f"{doc['metadata']['name']}.sh"
+            default = re.search(
+                r"^WAIT_SECONDS=\$\{WAIT_SECONDS:-(\d+)\}$", script.read_text(), re.M
+            )
+            assert default, f"{script.name} has no WAIT_SECONDS default"
+            waits[f"job/{doc['metadata']['name']} WAIT_SECONDS"] = float(
+                env.get("WAIT_SECONDS") or default.group(1)
+            )
+    return waits
+
+
+def test_the_default_rollout_timeout_outlasts_every_inner_wait():
+    """`make up` must not give up on a stack that is still allowed to come up: its
+    default --timeout exceeds the longest startupProbe budget and Job wait, with room
+    for a first run's image pulls (minutes on Minikube)."""
+    rendered = subprocess.run(
+        [kubectl_for_render(), "kustomize", str(REPO / "k8s")],
+        capture_output=True, text=True, check=True, timeout=120,
+    ).stdout  # fmt: skip
+    waits = inner_waits(rendered)
+    # The ones this check exists for are found (Kibana's probe, the import's wait).
+    assert waits["kibana/kibana startupProbe"] == 600
+    assert waits["job/kibana-import WAIT_SECONDS"] == 900
+    pulls = 240
+    longest = max(waits, key=waits.get)
+    assert parse(["up"]).timeout >= waits[longest] + pulls, (longest, waits[longest])
+    # Breaking it on purpose: the old default is shorter than the import's wait.
+    assert 600 < waits[longest] + pulls
+    assert f"{k8s_main.DEFAULT_TIMEOUT:g} by default" in (REPO / "README.md").read_text()

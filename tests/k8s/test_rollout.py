@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from k8s import __main__ as k8s_main
 from k8s import resources
 from k8s.contract import IMAGES
 from k8s.secrets import SECRETS, referenced_secret_keys
@@ -297,6 +298,8 @@ def test_a_pod_that_cannot_be_scheduled_fails_up_in_bounded_time_naming_it(clust
         assert "didn't match Pod's node affinity/selector" in up.stderr
         assert "--- deployment/jaeger (obs-monitoring): 0/1 ready ---" in up.stderr
         assert "/jaeger: no log, the container has not started (pod Pending)" in up.stderr
+        # It says what to do next: nothing was undone, a re-run resumes.
+        assert up.stderr.rstrip().endswith(k8s_main.RESUME_HINT)
 
         status = k8s_cli(cluster, "status", f"--manifests={unschedulable}")
         assert status.returncode == 1, show(status)
