@@ -30,6 +30,9 @@ from .kubectl import DeployError, Kubectl, require_tool, run_tool
 from .secrets import SECRETS, ensure_secrets, not_in_table
 
 REPO = Path(__file__).resolve().parents[2]
+# The hostPath that Fluent Bit's DaemonSet keeps its tail DB and buffer in: it outlives
+# the pods (that is its point) and `down` too (tests/k8s checks it is the render's).
+FLUENT_BIT_STATE = "/var/lib/fluent-bit"
 # --timeout's default, in seconds. Longer than the longest wait inside the stack (the
 # kibana-import Job waits up to 900 s for Kibana, whose startupProbe allows 600 s;
 # Elasticsearch's 300 s, the setup Job's 600 s) plus the image pulls of a first run,
@@ -371,6 +374,7 @@ class Deployment:
         if left:
             raise DeployError(f"still present after delete: {', '.join(left)}")
         say(f"obs-stack removed ({time.monotonic() - started:.0f} s).")
+        say(state_left_note(self.profile if self.minikube else None))
 
     def open(self) -> None:
         busy = [ui for ui in UIS if port_in_use(ui.port)]
@@ -464,6 +468,20 @@ def print_access(profile: str | None, forwarded: bool = False) -> None:
     say(
         "  Kibana: user elastic, password: kubectl -n obs-monitoring get secret "
         "elasticsearch-credentials -o jsonpath='{.data.elastic-password}' | base64 -d"
+    )
+
+
+def state_left_note(profile: str | None) -> str:
+    """What `down` leaves behind on purpose, and how to remove it."""
+    remove = (
+        f"minikube -p {profile} ssh -- sudo rm -rf {FLUENT_BIT_STATE}"
+        if profile
+        else f"on each node: sudo rm -rf {FLUENT_BIT_STATE}"
+    )
+    return (
+        f"Left on the node(s): Fluent Bit's state in the hostPath {FLUENT_BIT_STATE} (its "
+        "tail.db offsets and up to 1 GB of log chunks not yet sent). A later `make up` "
+        "resumes from it and sends those old chunks. To start clean, remove it: " + remove
     )
 
 

@@ -497,3 +497,20 @@ def test_the_default_rollout_timeout_outlasts_every_inner_wait():
     # Breaking it on purpose: the old default is shorter than the import's wait.
     assert waits[longest] + pulls > 600
     assert f"{k8s_main.DEFAULT_TIMEOUT:g} by default" in (REPO / "README.md").read_text()
+
+
+def test_down_names_the_hostpath_fluent_bit_keeps_its_state_in():
+    """`down` tells what it leaves on the node: the path must be the DaemonSet's."""
+    rendered = subprocess.run(
+        [kubectl_for_render(), "kustomize", str(REPO / "k8s")],
+        capture_output=True, text=True, check=True, timeout=120,
+    ).stdout  # fmt: skip
+    (daemonset,) = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "DaemonSet"]
+    (container,) = daemonset["spec"]["template"]["spec"]["containers"]
+    volumes = {v["name"]: v for v in daemonset["spec"]["template"]["spec"]["volumes"]}
+    state = next(m for m in container["volumeMounts"] if m["mountPath"] == "/var/fluent-bit/state")
+    assert volumes[state["name"]]["hostPath"]["path"] == k8s_main.FLUENT_BIT_STATE
+    note = k8s_main.state_left_note("obs-test")
+    assert f"minikube -p obs-test ssh -- sudo rm -rf {k8s_main.FLUENT_BIT_STATE}" in note
+    readme = (REPO / "README.md").read_text()
+    assert f"minikube ssh -- sudo rm -rf {k8s_main.FLUENT_BIT_STATE}" in readme

@@ -255,6 +255,9 @@ def test_up_rolls_out_everything_status_shows_it_and_down_removes_only_ours(clus
     down = k8s_cli(cluster, "down", f"--timeout={ROLLOUT_TIMEOUT}")
     print(f"`down` took {down.seconds:.1f} s")
     assert down.returncode == 0, show(down)
+    # What it leaves on the nodes on purpose, and how to remove it.
+    assert "Fluent Bit's state in the hostPath /var/lib/fluent-bit" in down.stdout
+    assert "on each node: sudo rm -rf /var/lib/fluent-bit" in down.stdout
     left = cluster.kubectl(
         "get", "-f", str(rendered), "--ignore-not-found", "-o", "name"
     ).stdout.split()
@@ -373,6 +376,7 @@ def test_make_up_on_minikube_sizes_starts_builds_and_deploys(cluster, tmp_path):
     finally:
         down = minikube_cli(cluster, env, "down", f"--timeout={ROLLOUT_TIMEOUT}")
         assert down.returncode == 0, show(down)
+        assert "minikube -p obs-test ssh -- sudo rm -rf /var/lib/fluent-bit" in down.stdout
 
 
 def test_a_build_that_minikube_reports_as_done_but_did_not_make_fails_up(cluster, tmp_path):
