@@ -27,7 +27,7 @@ from stack.wait import PollTimeout, poll_until, port_in_use
 from . import resources, rollout
 from .contract import IMAGES, NAMESPACES, SELECTOR, UIS, WORKLOAD_KINDS
 from .kubectl import DeployError, Kubectl, require_tool, run_tool
-from .secrets import SECRETS, ensure_secrets, not_in_table
+from .secrets import SECRETS, consumers, ensure_secrets, not_in_table
 
 REPO = Path(__file__).resolve().parents[2]
 # The hostPath that Fluent Bit's DaemonSet keeps its tail DB and buffer in: it outlives
@@ -191,8 +191,17 @@ class Deployment:
         with self.kustomization() as manifests:
             render_yaml = render(self.kubectl, manifests)
             self.step("namespaces", lambda: self.apply_namespaces(render_yaml))
-            self.step("secrets", lambda: ensure_secrets(self.kubectl, say, self.args.show_secrets))
+            changed = self.step(
+                "secrets", lambda: ensure_secrets(self.kubectl, say, self.args.show_secrets)
+            )
+            readers = consumers(render_yaml, changed) if changed else []
+            jobs = [r for r in readers if r[0] == "Job"]
+            workloads = [r for r in readers if r[0] in WORKLOAD_KINDS and r[0] != "Job"]
+            if jobs:
+                self.step("re-run jobs", lambda: self.rerun_jobs(changed, jobs))
             self.step("apply", lambda: self.apply(manifests, render_yaml))
+            if workloads:
+                self.step("restart", lambda: self.restart(changed, workloads))
             self.step("rollout", lambda: self.wait_rollout(render_yaml))
         say(f"obs-stack is up ({time.monotonic() - started:.0f} s).\n")
         print_access(self.profile if self.minikube else None)
@@ -202,6 +211,27 @@ class Deployment:
             self.kubectl, say, self.args.timeout, expected=workloads_in(render_yaml),
             on_timeout=RESUME_HINT,
         )  # fmt: skip
+
+    def rerun_jobs(self, changed, jobs) -> None:
+        """A finished Job never runs again: delete the ones that read a changed
+        credential (elasticsearch-setup sets the users' passwords), so that the apply
+        creates them anew and they run with the new values."""
+        say(f"  Credentials changed: {', '.join('/'.join(c) for c in sorted(changed))}.")
+        for _, namespace, name in jobs:
+            say(f"  job/{name} ({namespace}) reads them: deleting it so that it runs again")
+            self.kubectl.run(
+                "delete", "job", name, "-n", namespace, "--ignore-not-found", "--wait",
+                "--timeout=120s", timeout=150,
+            )  # fmt: skip
+
+    def restart(self, changed, workloads) -> None:
+        """Containers read a Secret's values at start (environment variables): restart
+        the workloads that read a changed one, so they use the new values."""
+        for kind, namespace, name in workloads:
+            say(f"  {kind.lower()}/{name} ({namespace}) reads a changed credential: restarting it")
+            self.kubectl.run(
+                "rollout", "restart", f"{kind.lower()}/{name}", "-n", namespace, timeout=60
+            )
 
     def step(self, name: str, action):
         say(f"==> {name}")
