@@ -252,6 +252,49 @@ def test_up_rolls_out_everything_status_shows_it_and_down_removes_only_ours(clus
     assert job["spec"]["template"]["metadata"]["annotations"]["obs-stack.test/rev"] == "2"
     assert job["status"].get("succeeded") == 1
 
+    # A credential changed through its variable: the setup Job runs again (a new Job
+    # object) and the workloads that read the value restart; nothing else does.
+    setup_before = cluster.get_json("job", "elasticsearch-setup", "-n", "obs-monitoring")
+    changed_up = k8s_cli(
+        cluster, "up", f"--registry={REGISTRY}", f"--timeout={ROLLOUT_TIMEOUT}",
+        env={"ELASTICSEARCH_GRAFANA_PASSWORD": "changed-grafana-pw-4d1e"},
+    )  # fmt: skip
+    print(f"`up` with a changed credential took {changed_up.seconds:.1f} s\n{changed_up.stdout}")
+    assert changed_up.returncode == 0, show(changed_up)
+    assert "grafana-password: from $ELASTICSEARCH_GRAFANA_PASSWORD, changed" in changed_up.stdout
+    assert "job/elasticsearch-setup (obs-monitoring) reads them: deleting it" in changed_up.stdout
+    assert "changed-grafana-pw-4d1e" not in changed_up.stdout + changed_up.stderr
+    setup_after = cluster.get_json("job", "elasticsearch-setup", "-n", "obs-monitoring")
+    assert setup_after["metadata"]["uid"] != setup_before["metadata"]["uid"]
+    assert setup_after["status"].get("succeeded") == 1
+    restarted = {
+        d["metadata"]["name"]
+        for d in workloads
+        if "kubectl.kubernetes.io/restartedAt"
+        in (
+            cluster.get_json(d["kind"].lower(), d["metadata"]["name"], "-n",
+                             d["metadata"]["namespace"])["spec"]["template"]["metadata"]
+            .get("annotations") or {}
+        )
+    }  # fmt: skip
+    assert restarted == {"grafana", "elasticsearch-exporter"}
+    assert (
+        secret_values(cluster)[("obs-monitoring", "elasticsearch-credentials")]["grafana-password"]
+        == "changed-grafana-pw-4d1e"
+    )
+
+    # The elastic password cannot change under a deployed Elasticsearch: refused, and
+    # nothing written.
+    before = secret_values(cluster)
+    refused = k8s_cli(
+        cluster, "up", f"--registry={REGISTRY}", f"--timeout={ROLLOUT_TIMEOUT}",
+        env={"ELASTIC_PASSWORD": "another-elastic-pw-9b2c"},
+    )  # fmt: skip
+    assert refused.returncode == 1, show(refused)
+    assert refused.stderr.startswith("error: $ELASTIC_PASSWORD differs from elastic-password")
+    assert "==> apply" not in refused.stdout
+    assert secret_values(cluster) == before
+
     down = k8s_cli(cluster, "down", f"--timeout={ROLLOUT_TIMEOUT}")
     print(f"`down` took {down.seconds:.1f} s")
     assert down.returncode == 0, show(down)
