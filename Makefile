@@ -79,7 +79,7 @@ status: bootstrap-python ## What of the Kubernetes deployment runs and what is n
 open: bootstrap-python ## Port-forward the UIs (Grafana, Kibana, Jaeger, ...) to 127.0.0.1 until Ctrl-C
 	PYTHONPATH=scripts $(PY) -m k8s open $(UP_ARGS)
 
-down: bootstrap-python ## Remove everything `make up` deployed, and nothing else
+down: bootstrap-python ## Remove everything `make up` deployed, and nothing else (Fluent Bit's node state /var/lib/fluent-bit stays: see README)
 	PYTHONPATH=scripts $(PY) -m k8s down $(UP_ARGS)
 
 clean: ## Remove local run state (.run/); the install cache stays

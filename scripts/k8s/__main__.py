@@ -27,9 +27,23 @@ from stack.wait import PollTimeout, poll_until, port_in_use
 from . import resources, rollout
 from .contract import IMAGES, NAMESPACES, SELECTOR, UIS, WORKLOAD_KINDS
 from .kubectl import DeployError, Kubectl, require_tool, run_tool
-from .secrets import SECRETS, ensure_secrets, not_in_table
+from .secrets import SECRETS, consumers, ensure_secrets, not_in_table
 
 REPO = Path(__file__).resolve().parents[2]
+# The hostPath that Fluent Bit's DaemonSet keeps its tail DB and buffer in: it outlives
+# the pods (that is its point) and `down` too (tests/k8s checks it is the render's).
+FLUENT_BIT_STATE = "/var/lib/fluent-bit"
+# --timeout's default, in seconds. Longer than the longest wait inside the stack (the
+# kibana-import Job waits up to 900 s for Kibana, whose startupProbe allows 600 s;
+# Elasticsearch's 300 s, the setup Job's 600 s) plus the image pulls of a first run,
+# so that `make up` does not give up on a stack that is still coming up on its own.
+# tests/k8s/test_deploy_tooling.py derives the inner waits from the render and checks.
+DEFAULT_TIMEOUT = 1200
+# Said after a rollout timeout (not after a failed Job: re-running does not re-run it).
+RESUME_HINT = (
+    "Nothing is undone: the stack keeps coming up in the cluster. Re-running `make up` "
+    "resumes (it re-applies and waits again), and `make status` shows what is not ready."
+)
 MINIKUBE_HINT = "Install it: https://minikube.sigs.k8s.io/docs/start/ (or use --skip-minikube)."
 KUBECTL_HINT = (
     "Install it: https://kubernetes.io/docs/tasks/tools/ (`minikube kubectl` also works)."
@@ -177,16 +191,47 @@ class Deployment:
         with self.kustomization() as manifests:
             render_yaml = render(self.kubectl, manifests)
             self.step("namespaces", lambda: self.apply_namespaces(render_yaml))
-            self.step("secrets", lambda: ensure_secrets(self.kubectl, say, self.args.show_secrets))
-            self.step("apply", lambda: self.apply(manifests, render_yaml))
-            self.step(
-                "rollout",
-                lambda: rollout.wait_ready(
-                    self.kubectl, say, self.args.timeout, expected=workloads_in(render_yaml)
-                ),
+            changed = self.step(
+                "secrets", lambda: ensure_secrets(self.kubectl, say, self.args.show_secrets)
             )
+            readers = consumers(render_yaml, changed) if changed else []
+            jobs = [r for r in readers if r[0] == "Job"]
+            workloads = [r for r in readers if r[0] in WORKLOAD_KINDS and r[0] != "Job"]
+            if jobs:
+                self.step("re-run jobs", lambda: self.rerun_jobs(changed, jobs))
+            self.step("apply", lambda: self.apply(manifests, render_yaml))
+            if workloads:
+                self.step("restart", lambda: self.restart(changed, workloads))
+            self.step("rollout", lambda: self.wait_rollout(render_yaml))
         say(f"obs-stack is up ({time.monotonic() - started:.0f} s).\n")
         print_access(self.profile if self.minikube else None)
+
+    def wait_rollout(self, render_yaml: str) -> None:
+        rollout.wait_ready(
+            self.kubectl, say, self.args.timeout, expected=workloads_in(render_yaml),
+            on_timeout=RESUME_HINT,
+        )  # fmt: skip
+
+    def rerun_jobs(self, changed, jobs) -> None:
+        """A finished Job never runs again: delete the ones that read a changed
+        credential (elasticsearch-setup sets the users' passwords), so that the apply
+        creates them anew and they run with the new values."""
+        say(f"  Credentials changed: {', '.join('/'.join(c) for c in sorted(changed))}.")
+        for _, namespace, name in jobs:
+            say(f"  job/{name} ({namespace}) reads them: deleting it so that it runs again")
+            self.kubectl.run(
+                "delete", "job", name, "-n", namespace, "--ignore-not-found", "--wait",
+                "--timeout=120s", timeout=150,
+            )  # fmt: skip
+
+    def restart(self, changed, workloads) -> None:
+        """Containers read a Secret's values at start (environment variables): restart
+        the workloads that read a changed one, so they use the new values."""
+        for kind, namespace, name in workloads:
+            say(f"  {kind.lower()}/{name} ({namespace}) reads a changed credential: restarting it")
+            self.kubectl.run(
+                "rollout", "restart", f"{kind.lower()}/{name}", "-n", namespace, timeout=60
+            )
 
     def step(self, name: str, action):
         say(f"==> {name}")
@@ -359,6 +404,7 @@ class Deployment:
         if left:
             raise DeployError(f"still present after delete: {', '.join(left)}")
         say(f"obs-stack removed ({time.monotonic() - started:.0f} s).")
+        say(state_left_note(self.profile if self.minikube else None))
 
     def open(self) -> None:
         busy = [ui for ui in UIS if port_in_use(ui.port)]
@@ -455,6 +501,20 @@ def print_access(profile: str | None, forwarded: bool = False) -> None:
     )
 
 
+def state_left_note(profile: str | None) -> str:
+    """What `down` leaves behind on purpose, and how to remove it."""
+    remove = (
+        f"minikube -p {profile} ssh -- sudo rm -rf {FLUENT_BIT_STATE}"
+        if profile
+        else f"on each node: sudo rm -rf {FLUENT_BIT_STATE}"
+    )
+    return (
+        f"Left on the node(s): Fluent Bit's state in the hostPath {FLUENT_BIT_STATE} (its "
+        "tail.db offsets and up to 1 GB of log chunks not yet sent). A later `make up` "
+        "resumes from it and sends those old chunks. To start clean, remove it: " + remove
+    )
+
+
 def profile_state(profile: dict | None) -> str:
     return (profile or {}).get("Status") or "absent"
 
@@ -518,8 +578,9 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--timeout",
         type=float,
-        default=600,
-        help="seconds to wait for the rollout (up) or the deletion (down)",
+        default=DEFAULT_TIMEOUT,
+        help="seconds to wait for the rollout (up) or the deletion (down); default "
+        f"{DEFAULT_TIMEOUT:g}",
     )
     parser.add_argument(
         "--show-secrets",

@@ -160,10 +160,12 @@ def wait_ready(
     timeout: float,
     interval: float = 2.0,
     expected: set[tuple[str, str, str]] | None = None,
+    on_timeout: str = "",
 ) -> list[Workload]:
     """Wait until every workload is ready, printing progress when it changes; on
     timeout (or a Job that failed), raise naming the components, with their events
-    and logs. `expected`: (kind, namespace, name) that must exist (from the render)."""
+    and logs. `expected`: (kind, namespace, name) that must exist (from the render);
+    `on_timeout`: a last line for the timeout's message."""
     start = time.monotonic()
     seen = {"line": "", "pending": [], "missing": []}
 
@@ -199,4 +201,5 @@ def wait_ready(
         raise DeployError(
             f"not ready after {timeout:g} s: {names}\n"
             + "\n".join(explain(kubectl, w) for w in pending)
+            + (f"\n{on_timeout}" if on_timeout else "")
         ) from None

@@ -2,9 +2,15 @@
 
 Reads the environment variable named by each key in SECRETS (for example
 GRAFANA_ADMIN_PASSWORD). A key's value is, in order: that variable if set; the value
-already in the cluster (so a second `make up` never changes a password under running
-components); the key's default; else a new random value. Values never appear on the
-terminal or in a command line (they go to kubectl on stdin) unless --show-secrets.
+already in the cluster (so a second `make up` never changes a password unasked); the
+key's default; else a new random value. Values never appear on the terminal or in a
+command line (they go to kubectl on stdin) unless --show-secrets.
+
+A variable that changes a value already in the cluster is a credential change:
+ensure_secrets returns those keys, and `make up` re-runs the Jobs and restarts the
+workloads that read them (consumers(); containers read Secrets only when they start).
+Except a key marked fixed (elastic-password: Elasticsearch takes it only when its data
+is first created), which is refused before any Secret is written.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from dataclasses import dataclass
 import yaml
 
 from .contract import PART_OF, PART_OF_LABEL
-from .kubectl import Kubectl
+from .kubectl import DeployError, Kubectl
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,8 @@ class Key:
     # (namespace, secret, key): the same value as that key (a Secret cannot be read
     # across namespaces, so a component elsewhere needs its own copy).
     same_as: tuple[str, str, str] | None = None
+    # Why the value cannot change once deployed (None: it can).
+    fixed: str | None = None
 
 
 @dataclass(frozen=True)
@@ -61,7 +69,13 @@ SECRETS = (
             # elastic: the bootstrap superuser, used only by the setup and import Jobs
             # (and to log in to Kibana). The others are the users the setup Job creates
             # (k8s/monitoring/files/elasticsearch-setup.sh), one per client.
-            Key("elastic-password", "ELASTIC_PASSWORD"),
+            Key(
+                "elastic-password",
+                "ELASTIC_PASSWORD",
+                fixed="Elasticsearch takes the elastic (bootstrap) password only when it "
+                "first creates its data; a new value in the Secret would lock the setup and "
+                "import Jobs (and your Kibana login) out",
+            ),
             Key("kibana-system-password", "KIBANA_SYSTEM_PASSWORD"),
             Key("grafana-password", "ELASTICSEARCH_GRAFANA_PASSWORD"),
             Key("fluent-bit-password", "ELASTICSEARCH_FLUENT_BIT_PASSWORD"),
@@ -145,13 +159,32 @@ def ensure_secrets(
     say: Callable[[str], None],
     show: bool = False,
     environ: Mapping[str, str] = os.environ,
-) -> None:
-    """Create or update every Secret of SECRETS (their namespaces must exist)."""
+) -> set[tuple[str, str, str]]:
+    """Create or update every Secret of SECRETS (their namespaces must exist). Returns
+    (namespace, secret, key) of the values that existed in the cluster and changed."""
     resolved: dict[tuple[str, str, str], str] = {}
+    changed: set[tuple[str, str, str]] = set()
+    planned = []
     for spec in SECRETS:
-        values, sources = choose_values(spec, existing_values(kubectl, spec), environ, resolved)
+        existing = existing_values(kubectl, spec)
+        values, sources = choose_values(spec, existing, environ, resolved)
         for key, value in values.items():
             resolved[(spec.namespace, spec.name, key)] = value
+            if key in existing and existing[key] != value:
+                changed.add((spec.namespace, spec.name, key))
+                sources[key] += ", changed"
+        planned.append((spec, values, sources))
+    # Refused before anything is written: a half-applied change is worse than none.
+    for spec in SECRETS:
+        for key in spec.keys:
+            if key.fixed and (spec.namespace, spec.name, key.key) in changed:
+                raise DeployError(
+                    f"${key.env} differs from {key.key} in the deployed Secret "
+                    f"{spec.namespace}/{spec.name}, and it cannot change: {key.fixed}. "
+                    "Nothing was changed. Unset it to keep the deployed value, or remove "
+                    f"the stack with its data (`make down`) and `make up` with the new one."
+                )
+    for spec, values, sources in planned:
         # Server-side apply: no last-applied-configuration annotation holding the values.
         kubectl.run(
             "apply", "--server-side", "--field-manager=obs-stack-up", "--force-conflicts",
@@ -163,6 +196,47 @@ def ensure_secrets(
         if show:
             for key, value in values.items():
                 say(f"    {key} = {value}")
+    return changed
+
+
+def pod_secret_refs(doc: dict, optional: bool = False) -> set[tuple[str, str | None]]:
+    """(secret, key or None for the whole Secret) that a workload's pods read:
+    secretKeyRef, envFrom secretRef and secret volumes (optional ones only if asked)."""
+    pod = ((((doc or {}).get("spec") or {}).get("template") or {}).get("spec")) or {}
+    found: set[tuple[str, str | None]] = set()
+    for container in (pod.get("containers") or []) + (pod.get("initContainers") or []):
+        for env in container.get("env") or []:
+            ref = (env.get("valueFrom") or {}).get("secretKeyRef")
+            if ref and (optional or not ref.get("optional")):
+                found.add((ref["name"], ref["key"]))
+        for source in container.get("envFrom") or []:
+            ref = source.get("secretRef")
+            if ref and (optional or not ref.get("optional")):
+                found.add((ref["name"], None))
+    for volume in pod.get("volumes") or []:
+        ref = volume.get("secret")
+        if ref and (optional or not ref.get("optional")):
+            keys = [item["key"] for item in ref.get("items") or []] or [None]
+            found.update((ref["secretName"], key) for key in keys)
+    return found
+
+
+def consumers(render_yaml: str, changed: set[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+    """(kind, namespace, name) of the render's workloads and Jobs whose pods read one of
+    the changed (namespace, secret, key), in render order."""
+    found = []
+    for doc in yaml.safe_load_all(render_yaml):
+        if not doc or not ((doc.get("spec") or {}).get("template") or {}).get("spec"):
+            continue
+        namespace = (doc.get("metadata") or {}).get("namespace", "default")
+        for secret, key in pod_secret_refs(doc, optional=True):
+            if any(
+                (namespace, secret) == (ns, name) and key in (None, changed_key)
+                for ns, name, changed_key in changed
+            ):
+                found.append((doc["kind"], namespace, doc["metadata"]["name"]))
+                break
+    return found
 
 
 def referenced_secret_keys(render_yaml: str) -> set[tuple[str, str, str | None]]:
@@ -170,23 +244,8 @@ def referenced_secret_keys(render_yaml: str) -> set[tuple[str, str, str | None]]
     need: secretKeyRef, envFrom secretRef and secret volumes, unless marked optional."""
     found: set[tuple[str, str, str | None]] = set()
     for doc in yaml.safe_load_all(render_yaml):
-        template = ((doc or {}).get("spec") or {}).get("template") or {}
-        pod = template.get("spec") or {}
-        namespace = (doc.get("metadata") or {}).get("namespace", "default") if doc else None
-        for container in (pod.get("containers") or []) + (pod.get("initContainers") or []):
-            for env in container.get("env") or []:
-                ref = (env.get("valueFrom") or {}).get("secretKeyRef")
-                if ref and not ref.get("optional"):
-                    found.add((namespace, ref["name"], ref["key"]))
-            for source in container.get("envFrom") or []:
-                ref = source.get("secretRef")
-                if ref and not ref.get("optional"):
-                    found.add((namespace, ref["name"], None))
-        for volume in pod.get("volumes") or []:
-            ref = volume.get("secret")
-            if ref and not ref.get("optional"):
-                keys = [item["key"] for item in ref.get("items") or []] or [None]
-                found.update((namespace, ref["secretName"], key) for key in keys)
+        namespace = ((doc or {}).get("metadata") or {}).get("namespace", "default")
+        found.update((namespace, secret, key) for secret, key in pod_secret_refs(doc))
     return found
 
 

@@ -1,12 +1,14 @@
 """The k8s/ render against the configuration files it ships: every Prometheus job finds
 a pod to scrape on a port the pod declares, Fluent Bit's ConfigMap holds every file its
 entry point includes and its state paths are mounted, Grafana's datasource assumes the
-scrape interval Prometheus uses, and Alertmanager's password file is mounted where
-alertmanager.yml looks for it. Rendering needs kubectl (kustomize), no cluster.
+scrape interval Prometheus uses, Alertmanager's password file is mounted where
+alertmanager.yml looks for it, and Kibana reads its secrets in its mounted kibana.yml.
+Rendering needs kubectl (kustomize), no cluster.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import shutil
@@ -210,3 +212,90 @@ def test_alertmanager_reads_the_smtp_password_where_the_secret_is_mounted(render
     assert secret["secretName"] == "alertmanager-smtp"
     assert {item["path"] for item in secret["items"]} == {password_file.name}
     assert "--web.external-url=http://localhost:9093" in container["args"]
+
+
+# Settings that hold secrets. kibana-docker (the image's entry point) turns a variable
+# named after a setting (upper case, dots as underscores: ELASTICSEARCH_PASSWORD) into
+# a `--setting=value` argument on Kibana's command line, visible in ps.
+KIBANA_SECRET_SETTINGS = (
+    "elasticsearch.password", "elasticsearch.serviceAccountToken",
+    "xpack.security.encryptionKey", "xpack.encryptedSavedObjects.encryptionKey",
+    "xpack.reporting.encryptionKey",
+)  # fmt: skip
+# The image's own kibana.yml (the 8.19 docker build's template), which ours replaces.
+KIBANA_IMAGE_DEFAULTS = {
+    "server.host": "0.0.0.0",
+    "server.shutdownTimeout": "5s",
+    "monitoring.ui.container.elasticsearch.enabled": True,
+}
+
+
+def kibana_problems(render: list[dict]) -> list[str]:
+    """What would make the deployed Kibana leak a secret on its command line, fail on a
+    ${VAR} it cannot resolve, or lose the image's defaults."""
+    deployment = next(
+        d for d in render if d["kind"] == "Deployment" and d["metadata"]["name"] == "kibana"
+    )
+    pod = deployment["spec"]["template"]["spec"]
+    container = kibana_container(render)
+    problems = []
+    mount = next(
+        (m for m in container.get("volumeMounts", [])
+         if m["mountPath"] == "/usr/share/kibana/config/kibana.yml"),
+        None,
+    )  # fmt: skip
+    if mount is None:
+        return ["nothing is mounted at /usr/share/kibana/config/kibana.yml"]
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    config_map = next(
+        d for d in render
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"] == volume["configMap"]["name"]
+    )  # fmt: skip
+    text = config_map["data"][mount["subPath"]]
+    settings = yaml.safe_load(text)
+    # Kibana replaces ${VAR} in the values (the comments are not read).
+    values = " ".join(str(value) for value in settings.values())
+    env = {e["name"]: e for e in container.get("env", [])}
+    for name, value in KIBANA_IMAGE_DEFAULTS.items():
+        if settings.get(name) != value:
+            problems.append(f"kibana.yml: {name} is {settings.get(name)!r}, not {value!r}")
+    for name in re.findall(r"\$\{(\w+)\}", values):
+        if name not in env:
+            problems.append(f"kibana.yml refers to ${{{name}}}, which the container lacks")
+    for setting in KIBANA_SECRET_SETTINGS:
+        if setting in settings and "${" not in str(settings[setting]):
+            problems.append(f"kibana.yml: {setting} is not read from a variable")
+        translated = setting.upper().replace(".", "_")
+        if translated in env:
+            problems.append(f"env {translated} becomes --{setting}=... on the command line")
+    for name, variable in env.items():
+        if "secretKeyRef" in (variable.get("valueFrom") or {}) and f"${{{name}}}" not in values:
+            problems.append(f"env {name} holds a secret that kibana.yml does not use")
+    return problems
+
+
+def test_kibana_reads_its_secrets_in_kibana_yml_not_on_its_command_line(render):
+    assert kibana_problems(render) == []
+    # Breaking it on purpose: the variable named as kibana-docker's allow-list has it.
+    broken = copy.deepcopy(render)
+    container = kibana_container(broken)
+    for variable in container["env"]:
+        if variable["name"] == "KIBANA_SYSTEM_PASSWORD":
+            variable["name"] = "ELASTICSEARCH_PASSWORD"
+    assert kibana_problems(broken) == [
+        "kibana.yml refers to ${KIBANA_SYSTEM_PASSWORD}, which the container lacks",
+        "env ELASTICSEARCH_PASSWORD becomes --elasticsearch.password=... on the command line",
+        "env ELASTICSEARCH_PASSWORD holds a secret that kibana.yml does not use",
+    ]
+    # And without the file, the image's own kibana.yml (no password at all) is used.
+    broken = copy.deepcopy(render)
+    kibana_container(broken)["volumeMounts"].pop()
+    assert kibana_problems(broken) == ["nothing is mounted at /usr/share/kibana/config/kibana.yml"]
+
+
+def kibana_container(render: list[dict]) -> dict:
+    deployment = next(
+        d for d in render if d["kind"] == "Deployment" and d["metadata"]["name"] == "kibana"
+    )
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return container

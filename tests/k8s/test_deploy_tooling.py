@@ -6,6 +6,7 @@ is tested where the control plane runs.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -449,3 +450,208 @@ def test_open_refuses_when_a_local_port_is_taken(tmp_path):
     assert result.stderr.startswith("error: local ports already in use:")
     assert f"{jaeger.port} (Jaeger)" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def inner_waits(rendered: str) -> dict[str, float]:
+    """The longest each component may take on its own before Kubernetes or a Job gives
+    up: a container's startupProbe budget, and the Job scripts' WAIT_SECONDS (the value
+    set in the Job, else the script's default)."""
+    waits = {}
+    scripts = REPO / "k8s" / "monitoring" / "files"
+    for doc in yaml.safe_load_all(rendered):
+        pod = ((doc or {}).get("spec") or {}).get("template", {}).get("spec") or {}
+        for c in pod.get("containers") or []:
+            probe = c.get("startupProbe")
+            if probe:
+                waits[f"{doc['metadata']['name']}/{c['name']} startupProbe"] = probe.get(
+                    "initialDelaySeconds", 0
+                ) + probe.get("periodSeconds", 10) * probe.get("failureThreshold", 3)
+            if doc["kind"] != "Job":
+                continue
+            env = {e["name"]: e.get("value") for e in c.get("env") or []}
+            script = scripts / f"{doc['metadata']['name']}.sh"
+            default = re.search(
+                r"^WAIT_SECONDS=\$\{WAIT_SECONDS:-(\d+)\}$", script.read_text(), re.M
+            )
+            assert default, f"{script.name} has no WAIT_SECONDS default"
+            waits[f"job/{doc['metadata']['name']} WAIT_SECONDS"] = float(
+                env.get("WAIT_SECONDS") or default.group(1)
+            )
+    return waits
+
+
+def test_the_default_rollout_timeout_outlasts_every_inner_wait():
+    """`make up` must not give up on a stack that is still allowed to come up: its
+    default --timeout exceeds the longest startupProbe budget and Job wait, with room
+    for a first run's image pulls (minutes on Minikube)."""
+    rendered = subprocess.run(
+        [kubectl_for_render(), "kustomize", str(REPO / "k8s")],
+        capture_output=True, text=True, check=True, timeout=120,
+    ).stdout  # fmt: skip
+    waits = inner_waits(rendered)
+    # The ones this check exists for are found (Kibana's probe, the import's wait).
+    assert waits["kibana/kibana startupProbe"] == 600
+    assert waits["job/kibana-import WAIT_SECONDS"] == 900
+    pulls = 240
+    longest = max(waits, key=waits.get)
+    assert parse(["up"]).timeout >= waits[longest] + pulls, (longest, waits[longest])
+    # Breaking it on purpose: the old default is shorter than the import's wait.
+    assert waits[longest] + pulls > 600
+    assert f"{k8s_main.DEFAULT_TIMEOUT:g} by default" in (REPO / "README.md").read_text()
+
+
+def test_down_names_the_hostpath_fluent_bit_keeps_its_state_in():
+    """`down` tells what it leaves on the node: the path must be the DaemonSet's."""
+    rendered = subprocess.run(
+        [kubectl_for_render(), "kustomize", str(REPO / "k8s")],
+        capture_output=True, text=True, check=True, timeout=120,
+    ).stdout  # fmt: skip
+    (daemonset,) = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "DaemonSet"]
+    (container,) = daemonset["spec"]["template"]["spec"]["containers"]
+    volumes = {v["name"]: v for v in daemonset["spec"]["template"]["spec"]["volumes"]}
+    state = next(m for m in container["volumeMounts"] if m["mountPath"] == "/var/fluent-bit/state")
+    assert volumes[state["name"]]["hostPath"]["path"] == k8s_main.FLUENT_BIT_STATE
+    note = k8s_main.state_left_note("obs-test")
+    assert f"minikube -p obs-test ssh -- sudo rm -rf {k8s_main.FLUENT_BIT_STATE}" in note
+    readme = (REPO / "README.md").read_text()
+    assert f"minikube ssh -- sudo rm -rf {k8s_main.FLUENT_BIT_STATE}" in readme
+
+
+class ClusterSecretsKubectl(RecordingKubectl):
+    """RecordingKubectl whose cluster already holds Secrets: `get secret` answers them."""
+
+    def __init__(self, existing: dict[tuple[str, str], dict[str, str]]):
+        super().__init__()
+        self.existing = existing
+
+    def run(self, *args, stdin=None, timeout=60, check=True):
+        self.calls.append((args, stdin))
+        if args[:2] == ("get", "secret"):
+            data = self.existing.get((args[args.index("-n") + 1], args[2]))
+            out = json.dumps({"data": {k: base64.b64encode(v.encode()).decode()
+                                       for k, v in data.items()}}) if data else ""  # fmt: skip
+            return subprocess.CompletedProcess(args, 0, out, "")
+        return subprocess.CompletedProcess(args, 0, "", "")
+
+
+def deployed_secrets() -> dict[tuple[str, str], dict[str, str]]:
+    return {
+        (s.namespace, s.name): {k.key: f"old-{s.name}-{k.key}" for k in s.keys}
+        for s in k8s_secrets.SECRETS
+    } | {("obs-logging", "fluent-bit-elasticsearch"): {
+        "password": "old-elasticsearch-credentials-fluent-bit-password"}}  # fmt: skip
+
+
+def test_a_credential_changed_through_the_environment_is_reported_as_changed(capsys):
+    kubectl = ClusterSecretsKubectl(deployed_secrets())
+    environ = {
+        "ELASTICSEARCH_FLUENT_BIT_PASSWORD": "new-fb",
+        "GRAFANA_ADMIN_USER": "old-grafana-admin-admin-user",
+    }
+    changed = k8s_secrets.ensure_secrets(kubectl, print, environ=environ)
+    # The copy in obs-logging changes with it; an unchanged variable is no change.
+    assert changed == {
+        ("obs-monitoring", "elasticsearch-credentials", "fluent-bit-password"),
+        ("obs-logging", "fluent-bit-elasticsearch", "password"),
+    }
+    assert "fluent-bit-password: from $ELASTICSEARCH_FLUENT_BIT_PASSWORD, changed" in (
+        capsys.readouterr().out
+    )
+    # Kept values and a first deployment change nothing.
+    assert k8s_secrets.ensure_secrets(ClusterSecretsKubectl(deployed_secrets()), print) == set()
+    assert k8s_secrets.ensure_secrets(RecordingKubectl(), print, environ=environ) == set()
+
+
+def test_changing_the_elastic_password_of_a_deployment_is_refused_before_any_write():
+    kubectl = ClusterSecretsKubectl(deployed_secrets())
+    with pytest.raises(k8s_main.DeployError) as refused:
+        k8s_secrets.ensure_secrets(kubectl, print, environ={"ELASTIC_PASSWORD": "new"})
+    assert str(refused.value).startswith(
+        "$ELASTIC_PASSWORD differs from elastic-password in the deployed Secret "
+        "obs-monitoring/elasticsearch-credentials, and it cannot change: Elasticsearch "
+    )
+    assert "Nothing was changed" in str(refused.value)
+    assert [args for args, _ in kubectl.calls if args[0] != "get"] == []
+    # The same value, or a first deployment, is fine.
+    same = {"ELASTIC_PASSWORD": "old-elasticsearch-credentials-elastic-password"}
+    assert k8s_secrets.ensure_secrets(ClusterSecretsKubectl(deployed_secrets()), print,
+                                      environ=same) == set()  # fmt: skip
+    k8s_secrets.ensure_secrets(RecordingKubectl(), print, environ={"ELASTIC_PASSWORD": "new"})
+
+
+CHANGES = {
+    "grafana-password": (
+        {("obs-monitoring", "elasticsearch-credentials", "grafana-password")},
+        [("Job", "obs-monitoring", "elasticsearch-setup"),
+         ("Deployment", "obs-monitoring", "elasticsearch-exporter"),
+         ("Deployment", "obs-monitoring", "grafana")],
+    ),
+    "fluent-bit-password": (
+        {("obs-monitoring", "elasticsearch-credentials", "fluent-bit-password"),
+         ("obs-logging", "fluent-bit-elasticsearch", "password")},
+        [("DaemonSet", "obs-logging", "fluent-bit"),
+         ("Job", "obs-monitoring", "elasticsearch-setup")],
+    ),
+    "kibana-system-password": (
+        {("obs-monitoring", "elasticsearch-credentials", "kibana-system-password")},
+        [("Job", "obs-monitoring", "elasticsearch-setup"),
+         ("Deployment", "obs-monitoring", "kibana")],
+    ),
+    "encryption-key": (
+        {("obs-monitoring", "kibana-encryption-keys", "encryption-key")},
+        [("Deployment", "obs-monitoring", "kibana")],
+    ),
+    "smtp-password": (
+        {("obs-monitoring", "alertmanager-smtp", "smtp-password")},
+        [("Deployment", "obs-monitoring", "alertmanager")],
+    ),
+    "admin-password": (
+        {("obs-monitoring", "grafana-admin", "admin-password")},
+        [("Deployment", "obs-monitoring", "grafana")],
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("key", CHANGES)
+def test_a_changed_credential_reaches_exactly_the_workloads_that_read_it(key):
+    """From the render: the Jobs that re-run (the setup Job sets the users' passwords in
+    Elasticsearch) and the workloads restarted, and no other."""
+    rendered = subprocess.run(
+        [kubectl_for_render(), "kustomize", str(REPO / "k8s")],
+        capture_output=True, text=True, check=True, timeout=120,
+    ).stdout  # fmt: skip
+    changed, expected = CHANGES[key]
+    assert sorted(k8s_secrets.consumers(rendered, changed)) == sorted(expected)
+
+
+def test_up_reruns_the_setup_job_before_the_apply_and_restarts_readers_after(monkeypatch, capsys):
+    """The order `up` runs things in when a credential changed, with a kubectl that
+    records every call and a cluster that already holds the Secrets."""
+    rendered = subprocess.run(
+        [kubectl_for_render(), "kustomize", str(REPO / "k8s")],
+        capture_output=True, text=True, check=True, timeout=120,
+    ).stdout  # fmt: skip
+    kubectl = ClusterSecretsKubectl(deployed_secrets())
+    deployment = Deployment.__new__(Deployment)
+    deployment.args = parse(["up", "--skip-minikube", "--skip-build"])
+    deployment.minikube = None
+    deployment.manifests = REPO / "k8s"
+    deployment.kubectl = kubectl
+    monkeypatch.setattr(k8s_main, "render", lambda kubectl, manifests: rendered)
+    monkeypatch.setattr(deployment, "preflight", lambda: None)
+    monkeypatch.setattr(k8s_main.rollout, "wait_ready", lambda *a, **k: [])
+    monkeypatch.setattr(k8s_main, "print_access", lambda profile: None)
+    monkeypatch.setenv("ELASTICSEARCH_GRAFANA_PASSWORD", "new-grafana-pw")
+    deployment.up()
+    calls = [args for args, _ in kubectl.calls if args[:2] != ("get", "secret")]
+    verbs = [" ".join(a[:3]) for a in calls if a[0] != "apply" or a[1] == "-k"]
+    assert verbs == [
+        "delete job elasticsearch-setup",
+        "apply -k " + str(REPO / "k8s"),
+        "rollout restart deployment/elasticsearch-exporter",
+        "rollout restart deployment/grafana",
+    ]
+    out = capsys.readouterr().out
+    assert "job/elasticsearch-setup (obs-monitoring) reads them: deleting it" in out
+    assert "deployment/grafana (obs-monitoring) reads a changed credential: restarting" in out
+    assert "new-grafana-pw" not in out

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from k8s import __main__ as k8s_main
 from k8s import resources
 from k8s.contract import IMAGES
 from k8s.secrets import SECRETS, referenced_secret_keys
@@ -251,9 +252,55 @@ def test_up_rolls_out_everything_status_shows_it_and_down_removes_only_ours(clus
     assert job["spec"]["template"]["metadata"]["annotations"]["obs-stack.test/rev"] == "2"
     assert job["status"].get("succeeded") == 1
 
+    # A credential changed through its variable: the setup Job runs again (a new Job
+    # object) and the workloads that read the value restart; nothing else does.
+    setup_before = cluster.get_json("job", "elasticsearch-setup", "-n", "obs-monitoring")
+    changed_up = k8s_cli(
+        cluster, "up", f"--registry={REGISTRY}", f"--timeout={ROLLOUT_TIMEOUT}",
+        env={"ELASTICSEARCH_GRAFANA_PASSWORD": "changed-grafana-pw-4d1e"},
+    )  # fmt: skip
+    print(f"`up` with a changed credential took {changed_up.seconds:.1f} s\n{changed_up.stdout}")
+    assert changed_up.returncode == 0, show(changed_up)
+    assert "grafana-password: from $ELASTICSEARCH_GRAFANA_PASSWORD, changed" in changed_up.stdout
+    assert "job/elasticsearch-setup (obs-monitoring) reads them: deleting it" in changed_up.stdout
+    assert "changed-grafana-pw-4d1e" not in changed_up.stdout + changed_up.stderr
+    setup_after = cluster.get_json("job", "elasticsearch-setup", "-n", "obs-monitoring")
+    assert setup_after["metadata"]["uid"] != setup_before["metadata"]["uid"]
+    assert setup_after["status"].get("succeeded") == 1
+    restarted = {
+        d["metadata"]["name"]
+        for d in workloads
+        if "kubectl.kubernetes.io/restartedAt"
+        in (
+            cluster.get_json(d["kind"].lower(), d["metadata"]["name"], "-n",
+                             d["metadata"]["namespace"])["spec"]["template"]["metadata"]
+            .get("annotations") or {}
+        )
+    }  # fmt: skip
+    assert restarted == {"grafana", "elasticsearch-exporter"}
+    assert (
+        secret_values(cluster)[("obs-monitoring", "elasticsearch-credentials")]["grafana-password"]
+        == "changed-grafana-pw-4d1e"
+    )
+
+    # The elastic password cannot change under a deployed Elasticsearch: refused, and
+    # nothing written.
+    before = secret_values(cluster)
+    refused = k8s_cli(
+        cluster, "up", f"--registry={REGISTRY}", f"--timeout={ROLLOUT_TIMEOUT}",
+        env={"ELASTIC_PASSWORD": "another-elastic-pw-9b2c"},
+    )  # fmt: skip
+    assert refused.returncode == 1, show(refused)
+    assert refused.stderr.startswith("error: $ELASTIC_PASSWORD differs from elastic-password")
+    assert "==> apply" not in refused.stdout
+    assert secret_values(cluster) == before
+
     down = k8s_cli(cluster, "down", f"--timeout={ROLLOUT_TIMEOUT}")
     print(f"`down` took {down.seconds:.1f} s")
     assert down.returncode == 0, show(down)
+    # What it leaves on the nodes on purpose, and how to remove it.
+    assert "Fluent Bit's state in the hostPath /var/lib/fluent-bit" in down.stdout
+    assert "on each node: sudo rm -rf /var/lib/fluent-bit" in down.stdout
     left = cluster.kubectl(
         "get", "-f", str(rendered), "--ignore-not-found", "-o", "name"
     ).stdout.split()
@@ -297,6 +344,8 @@ def test_a_pod_that_cannot_be_scheduled_fails_up_in_bounded_time_naming_it(clust
         assert "didn't match Pod's node affinity/selector" in up.stderr
         assert "--- deployment/jaeger (obs-monitoring): 0/1 ready ---" in up.stderr
         assert "/jaeger: no log, the container has not started (pod Pending)" in up.stderr
+        # It says what to do next: nothing was undone, a re-run resumes.
+        assert up.stderr.rstrip().endswith(k8s_main.RESUME_HINT)
 
         status = k8s_cli(cluster, "status", f"--manifests={unschedulable}")
         assert status.returncode == 1, show(status)
@@ -370,6 +419,7 @@ def test_make_up_on_minikube_sizes_starts_builds_and_deploys(cluster, tmp_path):
     finally:
         down = minikube_cli(cluster, env, "down", f"--timeout={ROLLOUT_TIMEOUT}")
         assert down.returncode == 0, show(down)
+        assert "minikube -p obs-test ssh -- sudo rm -rf /var/lib/fluent-bit" in down.stdout
 
 
 def test_a_build_that_minikube_reports_as_done_but_did_not_make_fails_up(cluster, tmp_path):

@@ -252,7 +252,7 @@ def test_every_address_is_a_real_service_and_port(docs):
     # The ones the stack cannot work without, so that the check cannot pass empty.
     owners = " ".join(a.owner for a in found)
     for needed in ("OTEL_EXPORTER_OTLP_ENDPOINT", "output-elasticsearch.conf", "datasources.yaml",
-                   "ELASTICSEARCH_HOSTS", "smtp_smarthost", "prometheus.yml"):  # fmt: skip
+                   "kibana.yml", "smtp_smarthost", "prometheus.yml"):  # fmt: skip
         assert needed in owners, f"no in-cluster address found in {needed}"
     assert render.check_addresses(docs) == []
 

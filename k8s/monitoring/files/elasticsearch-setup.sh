@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Idempotent set-up of Elasticsearch for obs-stack, run by the Job elasticsearch-setup
-# as the bootstrap user `elastic`, after every `make up` (re-running only repeats PUTs):
+# Idempotent set-up of Elasticsearch for obs-stack, run as the bootstrap user `elastic`
+# by the Job elasticsearch-setup. A Job runs once: `make up` re-creates it (and so runs
+# this again) only when its pod template changes (this script, the index template: the
+# ConfigMaps' name hashes) or when it changed a credential of an existing deployment.
+# Re-running repeats the same PUTs and sets every password to the Secret's value:
 #   - kibana_system's password (Kibana 8 refuses to run as elastic);
 #   - role obs_grafana and user grafana: read the obs-logs-* indices (Grafana's
 #     datasource) and monitor the cluster (elasticsearch-exporter);

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Idempotent import of Kibana's saved objects (kibana/*.ndjson: data view, saved
-# searches), run by the Job kibana-import after every `make up`. Waits for Kibana to
-# report itself available, then POSTs each file to
+# searches), run by the Job kibana-import. A Job runs once: `make up` re-creates it (and
+# so runs this again) only when its pod template changes (this script, kibana/*.ndjson:
+# the ConfigMaps' name hashes) or when it changed a credential of an existing
+# deployment. Waits for Kibana to report itself usable, then POSTs each file to
 # /api/saved_objects/_import?overwrite=true: the objects have fixed ids, so a re-run
 # overwrites them instead of adding copies.
 # Reads: KIBANA_URL, ELASTIC_PASSWORD (the import needs a Kibana user with write access
@@ -29,11 +31,25 @@ kibana() {
     -H 'kbn-xsrf: obs-stack' "$@" || true
 }
 
+# usable: the /api/status answer in $RESPONSE says the import can run: core's
+# savedObjects service is available, or Kibana as a whole is available or degraded (one
+# degraded plugin makes `overall` degraded while saved objects work; /api/status still
+# answers 200 then). The image has no JSON tool (no jq, no python), so this matches the
+# compacted JSON: `[^{}]*` keeps each match inside one object (status.core.savedObjects,
+# status.overall; plugins' names such as savedObjectsTagging do not match), whatever
+# the order of its keys. A bash match, not `| grep -q`: grep -q exits at the first match
+# and, under pipefail, tr's SIGPIPE on a long answer would turn that into a failure.
+usable() {
+  local body pattern
+  body=$(tr -d ' \t\r\n' <"$RESPONSE")
+  pattern='"savedObjects":\{[^{}]*"level":"available"|"overall":\{[^{}]*"level":"(available|degraded)"'
+  [[ $body =~ $pattern ]]
+}
+
 deadline=$((SECONDS + WAIT_SECONDS))
-until [[ $(kibana "$KIBANA_URL/api/status") == 200 ]] &&
-  tr -d ' \n' <"$RESPONSE" | grep -q '"overall":{"level":"available"'; do
+until [[ $(kibana "$KIBANA_URL/api/status") == 200 ]] && usable; do
   if ((SECONDS >= deadline)); then
-    echo "kibana-import: Kibana at $KIBANA_URL not available after ${WAIT_SECONDS}s: $(head -c 500 "$RESPONSE")" >&2
+    echo "kibana-import: Kibana at $KIBANA_URL not usable (saved objects not available) after ${WAIT_SECONDS}s: $(head -c 500 "$RESPONSE")" >&2
     exit 1
   fi
   echo "kibana-import: waiting for Kibana at $KIBANA_URL ..."
