@@ -13,7 +13,9 @@ event and W3C traceparent injection (tests/unit/test_client_spans.py compares th
 Why: per call the upstream wrapper rebuilds the URL and the headers twice (to look for
 headers to capture, even when none are configured) and fills metric attribute maps for
 histograms this project does not export. Measured at about 250 us of CPU per call; this
-wrapper, about a third (docs/benchmarks.md).
+wrapper, about a third (docs/benchmarks.md). It also keeps the redacted form of the URLs
+it has called, and starts the span without start_as_current_span's two generator-based
+context managers.
 """
 
 from __future__ import annotations

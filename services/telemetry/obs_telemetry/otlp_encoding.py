@@ -12,8 +12,7 @@ user agent): about a fifth of that cost. The resource and the instrumentation sc
 the same for a whole batch, still go through the SDK's encoder and are cached. A span
 it cannot encode exactly (links, or an attribute value of another type) is encoded by
 the SDK's own code instead, so the message the receiver decodes is always the one the
-SDK would have sent
-(tests/unit/test_otlp_encoding.py compares them).
+SDK would have sent (tests/unit/test_otlp_encoding.py compares them).
 """
 
 from __future__ import annotations

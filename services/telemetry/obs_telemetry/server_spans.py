@@ -1,12 +1,13 @@
 """Server spans for a Flask app: what opentelemetry-instrumentation-flask records, cheaper.
 
 Reads OTEL_SEMCONV_STABILITY_OPT_IN (through the instrumentation's own helpers, once at
-start-up) and the OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_* variables (only
-whether they are set, once). The spans are the upstream instrumentation's: the same
-instrumentation scope, span name, kind, start time, parent (W3C traceparent through the
-global propagator), attributes (computed by the same opentelemetry-instrumentation-wsgi
-functions) and status. tests/unit/test_server_spans.py runs the same requests through
-both and compares what they export.
+start-up), and whether OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_* and
+OTEL_PYTHON_INSTRUMENTATION_HTTP_CAPTURE_ALL_METHODS are set (once). The spans are the
+upstream instrumentation's: the same instrumentation scope, span name, kind, start
+time, parent (W3C traceparent through the global propagator), attributes (computed by
+the same opentelemetry-instrumentation-wsgi functions) and status.
+tests/unit/test_server_spans.py runs the same requests through both and compares what
+they export.
 
 Why not the upstream instrumentation itself: per request it computes the request
 attributes twice, sets each attribute twice, renders the full URL up to three times to
@@ -14,7 +15,9 @@ test the exclusion pattern, reads the header-capture variables from the environm
 attaches an SQL-commenter context, and feeds an active-requests counter and duration
 histograms that this project does not export (its request metrics are Prometheus').
 Measured: about 270 us of CPU per request for a server span; this module, about a
-third of that (docs/benchmarks.md).
+third of that (docs/benchmarks.md). It also keeps the request attributes of the
+(connection, URL) pairs it has seen, and makes the span current with one context
+attach where upstream uses two and a generator-based context manager.
 """
 
 from __future__ import annotations
