@@ -139,6 +139,11 @@ def test_the_field_cache_stays_bounded_and_right_when_cleared(made_spans, monkey
     spans = exporter.get_finished_spans()
     assert_same_as_sdk(spans)
     assert len(encoding._field_cache) <= 5
+    encoding._field_cache.clear()
+    with tracer.start_as_current_span("long") as span:
+        span.set_attribute("url", "/" + "x" * 5000)
+    assert_same_as_sdk(exporter.get_finished_spans()[-1:])
+    assert not encoding._field_cache
 
 
 def test_equal_resources_share_one_resource_spans_as_in_the_sdk():

@@ -209,6 +209,11 @@ def test_capture_all_methods_turns_the_attribute_cache_off(monkeypatch):
     first["http.route"] = "/changed"
     assert "http.route" not in server_spans._request_attributes(dict(GUNICORN_LIKE))
     assert len(server_spans._attribute_cache) == 1
+    # A request with a long URL is answered right and not kept.
+    long_path = "/api/items/" + "x" * 3000
+    environ = dict(GUNICORN_LIKE, RAW_URI=long_path, PATH_INFO=long_path)
+    assert server_spans._request_attributes(environ)["http.target"] == long_path
+    assert len(server_spans._attribute_cache) == 1
 
 
 def test_frontend_spans_match_the_upstream_instrumentation(backend_server):

@@ -89,17 +89,20 @@ def _key_value(tag: bytes, key: str, value) -> bytes:
 # Encoded attribute fields by (tag, key, type, value). The spans of a service repeat
 # the same few pairs (method, host, route, user agent, status code...): a lookup is
 # about a tenth of encoding one. The type is part of the key because True == 1 and
-# hash(True) == hash(1); floats are never cached (0.0 == -0.0, NaN != NaN). Bounded by
-# clearing, so URLs or ports that never repeat cost an insert, not memory. Only the
-# batch thread encodes; a dict get or set is atomic under the GIL anyway.
+# hash(True) == hash(1); floats are never cached (0.0 == -0.0, NaN != NaN), nor strings
+# longer than _CACHEABLE_STRING (a scanner's 4 KB URLs never repeat). Bounded by
+# clearing, so values that never repeat cost an insert, and the cache at most about
+# 4096 x 300 bytes. Only the batch thread encodes; a dict get or set is atomic under
+# the GIL anyway.
 _field_cache: dict[tuple, bytes] = {}
 _FIELD_CACHE_LIMIT = 4096
+_CACHEABLE_STRING = 256
 _CACHED_VALUE_TYPES = frozenset({str, int, bool})
 
 
 def _attribute_field(tag: bytes, key: str, value) -> bytes:
     kind = type(value)
-    if kind not in _CACHED_VALUE_TYPES:
+    if kind not in _CACHED_VALUE_TYPES or (kind is str and len(value) > _CACHEABLE_STRING):
         return _key_value(tag, key, value)
     cache_key = (tag, key, kind, value)
     data = _field_cache.get(cache_key)

@@ -72,8 +72,11 @@ REQUEST_ATTRIBUTE_KEYS = (
 )
 # Computing the attributes costs about 20 us (URL parsing, method and user-agent
 # checks); a service sees the same few (client connection, URL) pairs over and over, so
-# the result is kept. Bounded by clearing: a scan of random URLs costs inserts, not memory.
+# the result is kept. Bounded by clearing, and requests whose keyed values are long (a
+# 4 KB URL or user agent) are not kept: a scan of random URLs costs inserts, and the
+# cache at most about 1024 x 2 KB of keys and as much of attributes.
 _ATTRIBUTE_CACHE_LIMIT = 1024
+_CACHEABLE_KEY_CHARS = 2048
 
 
 class ServerSpans:
@@ -153,6 +156,8 @@ class ServerSpans:
             return otel_wsgi.collect_request_attributes(environ, self.mode)
         if cached is None:
             cached = otel_wsgi.collect_request_attributes(environ, self.mode)
+            if sum([len(value) for value in key if isinstance(value, str)]) > _CACHEABLE_KEY_CHARS:
+                return cached
             if len(cache) >= _ATTRIBUTE_CACHE_LIMIT:
                 cache.clear()
             cache[key] = cached
