@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from opentelemetry import trace
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk.trace import TracerProvider
@@ -57,7 +58,7 @@ def normalized(span) -> tuple:
     )
 
 
-def run(mode: str):
+def run(mode: str, calls=CALLS):
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -71,12 +72,14 @@ def run(mode: str):
     echoed = []
     with provider.get_tracer("test").start_as_current_span("server") as server:
         parent = server.get_span_context()
-        for method, url in CALLS:
+        for method, url in calls:
             try:
                 response = client.request(method, url, content=b"{}" if method == "POST" else None)
                 echoed.append(response.json()["traceparent"])
             except httpx.ConnectError:
                 echoed.append("connect error")
+            # The client span is no longer current once the call returns or fails.
+            assert trace.get_current_span() is server
     client.close()
     spans = [s for s in exporter.get_finished_spans() if s.name != "server"]
     provider.shutdown()
@@ -93,6 +96,12 @@ def test_client_spans_match_the_upstream_instrumentation():
     lean, upstream = run("lean"), run("upstream")
     assert len(upstream) == len(CALLS)
     assert lean == upstream
+
+
+def test_repeated_calls_reuse_the_redacted_url_and_still_match():
+    lean, upstream = run("lean", CALLS * 2), run("upstream", CALLS * 2)
+    assert lean == upstream
+    assert lean[: len(CALLS)] == lean[len(CALLS) :]
 
 
 def test_the_comparison_notices_a_difference(monkeypatch):

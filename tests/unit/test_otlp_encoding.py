@@ -110,3 +110,59 @@ def test_a_broken_encoder_is_caught_by_the_comparison(made_spans, monkeypatch):
     monkeypatch.setattr(encoding, "_FLAGS_LOCAL", encoding._FLAGS_REMOTE)
     with pytest.raises(AssertionError):
         assert_same_as_sdk(exporter.get_finished_spans())
+
+
+def test_cached_attribute_fields_keep_each_values_type(made_spans):
+    # The field cache is keyed by value: True == 1 == 1.0 and 0.0 == -0.0 in Python,
+    # yet each is a different AnyValue on the wire. Spans in one batch, in both orders.
+    provider, exporter = made_spans
+    tracer = provider.get_tracer("t")
+    for value in (True, 1, 1.0, -0.0, 0.0, 0, False, "1", 1, True):
+        with tracer.start_as_current_span("s") as span:
+            span.set_attribute("v", value)
+            span.add_event("e", {"v": value})
+    spans = exporter.get_finished_spans()
+    assert_same_as_sdk(spans)
+    assert_same_as_sdk(list(reversed(spans)))
+
+
+def test_the_field_cache_stays_bounded_and_right_when_cleared(made_spans, monkeypatch):
+    import obs_telemetry.otlp_encoding as encoding
+
+    monkeypatch.setattr(encoding, "_FIELD_CACHE_LIMIT", 5)
+    encoding._field_cache.clear()
+    provider, exporter = made_spans
+    tracer = provider.get_tracer("t")
+    for i in range(40):
+        with tracer.start_as_current_span("s") as span:
+            span.set_attributes({"port": 40000 + i % 9, "url": f"/x/{i % 7}", "m": "GET"})
+    spans = exporter.get_finished_spans()
+    assert_same_as_sdk(spans)
+    assert len(encoding._field_cache) <= 5
+    encoding._field_cache.clear()
+    with tracer.start_as_current_span("long") as span:
+        span.set_attribute("url", "/" + "x" * 5000)
+    assert_same_as_sdk(exporter.get_finished_spans()[-1:])
+    assert not encoding._field_cache
+
+
+def test_equal_resources_share_one_resource_spans_as_in_the_sdk():
+    # Spans of two providers with equal (not identical) resources, and of a third
+    # with another resource: the SDK's encoder groups by equality.
+    exporter = InMemorySpanExporter()
+    providers = [
+        TracerProvider(resource=Resource({"service.name": name}))
+        for name in ("same", "other", "same")
+    ]
+    for provider in providers:
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+    for round_ in range(2):
+        for index, provider in enumerate(providers):
+            with provider.get_tracer("t").start_as_current_span(f"s{round_}-{index}"):
+                pass
+    spans = exporter.get_finished_spans()
+    assert spans[0].resource is not spans[2].resource
+    assert len(decoded(SpanBatchEncoder().encode(spans)).resource_spans) == 2
+    assert_same_as_sdk(spans)
+    for provider in providers:
+        provider.shutdown()

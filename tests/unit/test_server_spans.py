@@ -99,6 +99,123 @@ def test_backend_spans_match_the_upstream_instrumentation():
     assert lean == upstream
 
 
+def test_repeated_requests_reuse_cached_attributes_and_still_match():
+    # The second pass takes every request's attributes from the cache.
+    lean = spans_for(backend, BACKEND_REQUESTS * 2, "lean")
+    upstream = spans_for(backend, BACKEND_REQUESTS * 2, "upstream")
+    assert lean == upstream
+    assert lean[: len(lean) // 2] == lean[len(lean) // 2 :]
+
+
+class RecordingEnviron(dict):
+    """A WSGI environ that notes every key read from it."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key):
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __contains__(self, key) -> bool:
+        self.read.add(key)
+        return super().__contains__(key)
+
+
+GUNICORN_LIKE = {
+    "REQUEST_METHOD": "GET",
+    "RAW_URI": "/api/items/2?x=1",
+    "PATH_INFO": "/api/items/2",
+    "QUERY_STRING": "x=1",
+    "SCRIPT_NAME": "",
+    "SERVER_NAME": "127.0.0.1",
+    "SERVER_PORT": "5001",
+    "SERVER_PROTOCOL": "HTTP/1.1",
+    "REMOTE_ADDR": "10.0.0.7",
+    "REMOTE_PORT": "40312",
+    "HTTP_HOST": "backend:5001",
+    "HTTP_USER_AGENT": "Googlebot/2.1",
+    "HTTP_ACCEPT": "*/*",
+    "wsgi.url_scheme": "http",
+}
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        GUNICORN_LIKE,
+        # No RAW_URI or REQUEST_URI: upstream rebuilds the URL with wsgiref.
+        {k: v for k, v in GUNICORN_LIKE.items() if k != "RAW_URI"},
+        dict(GUNICORN_LIKE, RAW_URI="", REQUEST_URI="/x", REMOTE_HOST="client.example"),
+        {
+            "REQUEST_METHOD": "BREW",
+            "wsgi.url_scheme": "https",
+            "SERVER_NAME": "h",
+            "SERVER_PORT": "443",
+        },
+    ],
+    ids=["gunicorn", "no-raw-uri", "request-uri", "sparse"],
+)
+@pytest.mark.parametrize("mode", ["default", "http/dup"])
+def test_the_attribute_cache_key_covers_every_environ_key_upstream_reads(
+    environ, mode, monkeypatch
+):
+    from opentelemetry.instrumentation import wsgi as otel_wsgi
+    from opentelemetry.instrumentation._semconv import _StabilityMode
+
+    from obs_telemetry.server_spans import REQUEST_ATTRIBUTE_KEYS
+
+    recording = RecordingEnviron(environ)
+    stability = _StabilityMode.DEFAULT if mode == "default" else _StabilityMode.HTTP_DUP
+    otel_wsgi.collect_request_attributes(recording, stability)
+    assert recording.read, "nothing recorded: the check would pass vacuously"
+    assert recording.read <= set(REQUEST_ATTRIBUTE_KEYS), recording.read - set(
+        REQUEST_ATTRIBUTE_KEYS
+    )
+
+
+def test_the_key_check_notices_a_missing_key(monkeypatch):
+    import obs_telemetry.server_spans as server_spans
+
+    monkeypatch.setattr(server_spans, "REQUEST_ATTRIBUTE_KEYS", ("REQUEST_METHOD",))
+    with pytest.raises(AssertionError):
+        test_the_attribute_cache_key_covers_every_environ_key_upstream_reads(
+            GUNICORN_LIKE, "default", monkeypatch
+        )
+
+
+def test_capture_all_methods_turns_the_attribute_cache_off(monkeypatch):
+    monkeypatch.setenv("OTEL_PYTHON_INSTRUMENTATION_HTTP_CAPTURE_ALL_METHODS", "true")
+    app = backend.create_app(
+        dict(QUIET), registry=CollectorRegistry(), tracer_provider=TracerProvider()
+    )
+    hooks = [hook for hook in app.before_request_funcs[None] if hasattr(hook, "__self__")]
+    server_spans = next(h.__self__ for h in hooks if type(h.__self__).__name__ == "ServerSpans")
+    assert server_spans._attribute_cache is None
+    monkeypatch.delenv("OTEL_PYTHON_INSTRUMENTATION_HTTP_CAPTURE_ALL_METHODS")
+    app = backend.create_app(
+        dict(QUIET), registry=CollectorRegistry(), tracer_provider=TracerProvider()
+    )
+    hooks = [hook for hook in app.before_request_funcs[None] if hasattr(hook, "__self__")]
+    server_spans = next(h.__self__ for h in hooks if type(h.__self__).__name__ == "ServerSpans")
+    assert server_spans._attribute_cache == {}
+    # Each request gets its own copy: the route and the status code are added to it.
+    first = server_spans._request_attributes(dict(GUNICORN_LIKE))
+    first["http.route"] = "/changed"
+    assert "http.route" not in server_spans._request_attributes(dict(GUNICORN_LIKE))
+    assert len(server_spans._attribute_cache) == 1
+    # A request with a long URL is answered right and not kept.
+    long_path = "/api/items/" + "x" * 3000
+    environ = dict(GUNICORN_LIKE, RAW_URI=long_path, PATH_INFO=long_path)
+    assert server_spans._request_attributes(environ)["http.target"] == long_path
+    assert len(server_spans._attribute_cache) == 1
+
+
 def test_frontend_spans_match_the_upstream_instrumentation(backend_server):
     lean = spans_for(frontend, FRONTEND_REQUESTS, "lean", backend_server.url)
     upstream = spans_for(frontend, FRONTEND_REQUESTS, "upstream", backend_server.url)

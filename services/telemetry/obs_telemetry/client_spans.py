@@ -13,7 +13,9 @@ event and W3C traceparent injection (tests/unit/test_client_spans.py compares th
 Why: per call the upstream wrapper rebuilds the URL and the headers twice (to look for
 headers to capture, even when none are configured) and fills metric attribute maps for
 histograms this project does not export. Measured at about 250 us of CPU per call; this
-wrapper, about a third (docs/benchmarks.md).
+wrapper, about a third (docs/benchmarks.md). It also keeps the redacted form of the URLs
+it has called, and starts the span without start_as_current_span's two generator-based
+context managers.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 import os
 
 import httpx
-from opentelemetry import trace
+from opentelemetry import context, trace
 from opentelemetry.instrumentation._semconv import (
     _get_schema_url,
     _OpenTelemetrySemanticConventionStability,
@@ -51,6 +53,7 @@ _UPSTREAM_ONLY_VARIABLES = (
     OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_RESPONSE,
     OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS,
 )
+_URL_CACHE_LIMIT = 1024
 
 
 def _semconv_mode() -> _StabilityMode:
@@ -72,6 +75,7 @@ class TracedTransport(httpx.BaseTransport):
 
     def __init__(self, transport: httpx.BaseTransport, tracer_provider) -> None:
         self._transport = transport
+        self._redacted_urls: dict[str, str] = {}
         self._tracer = trace.get_tracer(
             _UPSTREAM_SCOPE,
             _UPSTREAM_VERSION,
@@ -79,15 +83,30 @@ class TracedTransport(httpx.BaseTransport):
             schema_url=_get_schema_url(_StabilityMode.DEFAULT),
         )
 
+    def _redacted(self, url: str) -> str:
+        # redact_url parses the URL twice (credentials, then query parameters): about
+        # 10 us. A client calls the same few URLs over and over, so the result is kept;
+        # bounded by clearing, like the server side's attribute cache.
+        redacted = self._redacted_urls.get(url)
+        if redacted is None:
+            redacted = redact_url(url)
+            if len(self._redacted_urls) >= _URL_CACHE_LIMIT:
+                self._redacted_urls.clear()
+            self._redacted_urls[url] = redacted
+        return redacted
+
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         if not is_http_instrumentation_enabled():
             return self._transport.handle_request(request)
         method = sanitize_method(request.method.strip())
-        attributes = {"http.method": method, "http.url": redact_url(str(request.url))}
+        attributes = {"http.method": method, "http.url": self._redacted(str(request.url))}
         name = "HTTP" if method == "_OTHER" else method
-        with self._tracer.start_as_current_span(
-            name, kind=SpanKind.CLIENT, attributes=attributes
-        ) as span:
+        # start_as_current_span's work (start_span, then use_span) without its two
+        # generator-based context managers; use_span itself only on the failure path,
+        # where its exception event and ERROR status are the upstream's.
+        span = self._tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
+        token = context.attach(trace.set_span_in_context(span))
+        try:
             inject(request.headers)
             exception = None
             try:
@@ -103,7 +122,11 @@ class TracedTransport(httpx.BaseTransport):
                 span.set_attribute("http.status_code", code)
                 span.set_status(Status(status))
             if exception is not None:
-                raise exception.with_traceback(exception.__traceback__)
+                with trace.use_span(span, end_on_exit=False):
+                    raise exception.with_traceback(exception.__traceback__)
+        finally:
+            context.detach(token)
+            span.end()
         return response
 
     def close(self) -> None:
