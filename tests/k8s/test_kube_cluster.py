@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 from pathlib import Path
 
 import httpx
@@ -179,3 +180,21 @@ def processes_mentioning(text: str) -> list[str]:
             if text in argv:
                 found.append(f"{cmdline.parent.name}: {argv}")
     return found
+
+
+def test_a_port_taken_before_the_component_binds_it_is_replaced(tmp_path):
+    # The CI flake this guards against: a port found free was someone else's by the time
+    # kube-controller-manager bound it. Here the port is held on purpose.
+    require_k8s_binaries(CONTROL_PLANE)
+    cluster = KubeCluster(tmp_path, kwok=False)
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        cluster.ports.controller_manager = taken
+        with cluster:
+            assert cluster.ports.controller_manager != taken
+            assert "kube-controller-manager" in cluster.processes
+            names = {n["metadata"]["name"] for n in cluster.get_json("namespaces")["items"]}
+            assert "default" in names
+    assert not processes_mentioning(str(tmp_path))

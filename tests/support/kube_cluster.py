@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import ssl
 import subprocess
 from collections.abc import Iterable, Sequence
@@ -55,6 +56,8 @@ ADMISSION_PLUGINS = (
     "Priority",
 )
 SERVICE_CIDR = "10.96.0.0/16"
+# How many sets of free ports start() tries before it gives up (see start()).
+PORT_ATTEMPTS = 3
 
 # kwok's stages (from its module's kustomize/stage/): nodes become Ready and keep a lease;
 # pods go Ready, Jobs' pods complete, deleted pods go away; PVCs get a PV and bind.
@@ -191,20 +194,32 @@ class KubeCluster:
             raise ClusterError(f"not built: {', '.join(map(str, missing))}; {BOOTSTRAP_HINT}")
         self.logs.mkdir(parents=True, exist_ok=True)
         make_pki(self.pki)
-        self._write_kubeconfig()
-        try:
-            self._start_etcd()
-            self._start_apiserver()
-            self._start_controller_manager()
-            self._start_scheduler()
-            if self.with_kwok:
-                self._start_kwok()
-            if self.with_ksm:
-                self._start_kube_state_metrics()
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            self._write_kubeconfig()
+            try:
+                self._start_etcd()
+                self._start_apiserver()
+                self._start_controller_manager()
+                self._start_scheduler()
+                if self.with_kwok:
+                    self._start_kwok()
+                if self.with_ksm:
+                    self._start_kube_state_metrics()
+                return self
+            except ClusterError as exc:
+                self.stop()
+                # A port found free can be taken before the component binds it: any
+                # outgoing connection on the machine may get it as its ephemeral port
+                # (seen once in CI: "bind: address already in use"). New ports, new
+                # etcd data (its member URLs name the old ones), and another try.
+                if "address already in use" not in str(exc) or attempt == PORT_ATTEMPTS:
+                    raise
+                self.ports = Ports()
+                shutil.rmtree(self.workdir / "etcd-data", ignore_errors=True)
+            except BaseException:
+                self.stop()
+                raise
+        raise AssertionError("unreachable")
 
     def stop(self) -> None:
         for process in reversed(list(self.processes.values())):
