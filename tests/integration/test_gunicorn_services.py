@@ -207,6 +207,11 @@ def test_crash_ends_the_whole_process_when_enabled(tmp_path):
             httpx.get(f"{crashing.url}/crash", timeout=5)
         code = crashing.wait(timeout=15)
         assert code == 1, crashing.describe_failure()
+        # The worker's queued log lines are written before its hard exit.
+        messages = [line["message"] for line in json_log_lines(crashing)]
+        assert any(m.startswith("crash requested through /crash") for m in messages), (
+            crashing.tail()
+        )
     finally:
         crashing.stop()
 
@@ -263,5 +268,38 @@ def test_sigterm_finishes_in_flight_requests_with_jaeger_unreachable(tmp_path, u
         assert code == 0, service.describe_failure()
         # Kubernetes sends SIGKILL 30 s after SIGTERM; we must be gone before.
         assert elapsed < 30, f"shutdown took {elapsed:.1f}s\n{service.tail()}"
+    finally:
+        service.stop()
+
+
+def test_sigterm_writes_every_queued_log_line(tmp_path):
+    # A worker queues its log lines and writes them in batches (obs_telemetry.logs);
+    # the lines of every request answered before SIGTERM must still reach stdout.
+    service = start_service("backend-logs", "backend", free_port(), tmp_path)
+    try:
+        service.wait_http(f"{service.url}/readyz")
+        count, threads = 300, 4
+        statuses = []
+
+        def call() -> None:
+            with httpx.Client(timeout=10) as client:
+                statuses.extend(
+                    client.get(f"{service.url}/api/items").status_code
+                    for _ in range(count // threads)
+                )
+
+        callers = [threading.Thread(target=call) for _ in range(threads)]
+        for caller in callers:
+            caller.start()
+        for caller in callers:
+            caller.join(timeout=60)
+        assert statuses == [200] * count
+        service.signal(signal.SIGTERM)
+        assert service.wait(timeout=40) == 0, service.describe_failure()
+        lines = json_log_lines(service)
+        access = [line for line in lines if line.get("url.path") == "/api/items"]
+        assert len(access) == count, f"{len(access)} of {count} access lines\n{service.tail()}"
+        messages = [line["message"] for line in lines]
+        assert any(m.startswith("Worker exiting") for m in messages), service.tail()
     finally:
         service.stop()

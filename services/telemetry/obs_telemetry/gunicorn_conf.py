@@ -19,7 +19,7 @@ import tempfile
 
 from gunicorn.glogging import Logger
 
-from obs_telemetry.logs import gunicorn_logconfig
+from obs_telemetry.logs import flush_logs, gunicorn_logconfig, start_background_flush
 from obs_telemetry.ops import CRASH_MARKER_DIR_ENV, crash_marker
 from obs_telemetry.settings import env_int, env_str
 from obs_telemetry.tracing import install_global_tracer_provider, shutdown_global_tracer_provider
@@ -60,6 +60,9 @@ preload_app = False
 
 def post_fork(server, worker):
     os.environ[CRASH_MARKER_DIR_ENV] = tempfile.gettempdir()
+    # Log lines leave the worker in batches (obs_telemetry.logs._StdoutHandler says
+    # why); the master keeps writing line by line, so nothing waits before its exits.
+    start_background_flush()
     # The service package ("frontend" in "frontend.wsgi:app") names its defaults;
     # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES still override them.
     package = importlib.import_module(server.app.app_uri.split(":")[0].split(".")[0])
@@ -73,6 +76,7 @@ def worker_int(worker):
 
 def worker_exit(server, worker):
     shutdown_global_tracer_provider()
+    flush_logs()
 
 
 def child_exit(server, worker):

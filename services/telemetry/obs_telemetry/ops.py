@@ -22,6 +22,7 @@ from werkzeug.exceptions import NotFound
 
 from .errors import AppError
 from .extension import state_of
+from .logs import flush_logs
 
 log = logging.getLogger("obs_telemetry.events")
 
@@ -89,8 +90,7 @@ def crash():
         # Same answer as any unknown path: a disabled chaos switch is not advertised.
         raise NotFound()
     log.critical("crash requested through /crash: exiting the process with status 1")
-    for handler in logging.getLogger().handlers:
-        handler.flush()
+    flush_logs()
     sys.stdout.flush()
     # Under gunicorn only this worker would die and the master would quietly fork a
     # new one; the marker tells the master to exit too, as a real crash of the whole
