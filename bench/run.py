@@ -1,6 +1,6 @@
 """Run the side-by-side benchmark of `make bench` and write its JSON result.
 
-Reads BENCH_DURATION (seconds per measured run, default 6), BENCH_ROUNDS (default 6),
+Reads BENCH_DURATION (seconds per measured run, default 4), BENCH_ROUNDS (default 6),
 BENCH_CONNECTIONS (wrk concurrency, default 8) and BENCH_VARIANTS (comma list, default
 all), so that a quick look takes `BENCH_DURATION=3 BENCH_ROUNDS=1 make bench`.
 
@@ -8,8 +8,9 @@ Every variant is the same code (the frontend -> backend chain under gunicorn, as
 `make demo` runs it), configured differently: TELEMETRY_SIGNALS picks the signals, the
 OTEL_* variables the exporter and sampler. All variants' services start first and
 stay up; then each round runs wrk once against every variant, in an order rotated
-from round to round, so that background noise (other builds on a shared machine)
-hits every variant alike. Spans go to the real local Jaeger, started here with the
+from round to round, each run between two runs of the bare app, so that background
+noise (other tenants of a shared machine) hits every variant alike and each ratio
+compares runs seconds apart. Spans go to the real local Jaeger, started here with the
 repository's jaeger/config.yaml.
 """
 
@@ -34,7 +35,7 @@ import httpx
 
 from stack.components import LocalStack, Ports, service_argv, service_env
 from stack.versions import REPO, VERSIONS, jaeger_binary
-from stack.wait import free_port, poll_until
+from stack.wait import PollTimeout, free_port, poll_until
 
 WRK_SCRIPT = Path(__file__).with_name("wrk_report.lua")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -263,6 +264,32 @@ def busy_processes(own: set[int]) -> list[str]:
     return busy[:8]
 
 
+# A run starts once every bench process together uses less than this share of one
+# core, or after SETTLE_TIMEOUT_S: the previous run's last spans (exported up to
+# OTEL_BSP_SCHEDULE_DELAY, 5 s, after its load stops) and Jaeger storing them must not
+# land on the next variant's run.
+SETTLE_CPU_SHARE = 0.05
+SETTLE_WINDOW_S = 0.5
+SETTLE_TIMEOUT_S = 10.0
+
+
+def settle(processes: list[Process]) -> float:
+    """Wait, bounded, until the bench's processes are idle; returns the seconds waited."""
+    started = time.monotonic()
+
+    def cpu() -> float:
+        return sum(p.cpu_seconds() for p in processes)
+
+    def idle() -> bool:
+        before = cpu()
+        time.sleep(SETTLE_WINDOW_S)  # CPU share is measured over a window
+        return cpu() - before < SETTLE_CPU_SHARE * SETTLE_WINDOW_S
+
+    with contextlib.suppress(PollTimeout):
+        poll_until(idle, "the bench processes to be idle", SETTLE_TIMEOUT_S, interval=0)
+    return time.monotonic() - started
+
+
 def measure(chain: Chain, seconds: float, connections: int, jaeger: Process | None) -> dict:
     wrk(chain.url, 1, max(2, connections))  # warm the pools after the other variants' turns
     before = (chain.frontend.cpu_seconds(), chain.backend.cpu_seconds())
@@ -407,31 +434,66 @@ def summarize(runs: list[dict]) -> dict:
 
 
 def add_paired_ratios(result: dict) -> None:
-    """Each variant against the bare run of the same round, then the median over rounds.
-
-    Noise from other processes drifts over minutes; a ratio within one round (the runs
-    a few seconds apart) cancels most of it, which a ratio of medians does not.
+    """Each run against the mean of the bare runs just before and after it, then the
+    median of those ratios over rounds (round_order says why).
     """
     bare = next((v for v in result["variants"] if v["name"] == "bare"), None)
     if bare is None:
         return
-    bare_by_round = {run["round"]: run for run in bare["runs"]}
+    bare_runs = sorted(bare["runs"], key=lambda run: run["sequence"])
     for variant in result["variants"]:
-        pairs = [
-            (run, bare_by_round[run["round"]])
-            for run in variant["runs"]
-            if run["round"] in bare_by_round
-        ]
+        if variant is bare:
+            continue
+        ratios = []
+        for run in variant["runs"]:
+            before = [b for b in bare_runs if b["sequence"] < run["sequence"]][-1:]
+            after = [b for b in bare_runs if b["sequence"] > run["sequence"]][:1]
+            neighbours = before + after
+            if not neighbours:
+                continue
+            rps = statistics.mean(b["rps"] for b in neighbours)
+            p99 = statistics.mean(b["p99_ms"] for b in neighbours)
+            ratios.append((run["rps"] / rps, run["p99_ms"] / p99))
+        if not ratios:
+            continue
         variant["summary"]["paired"] = {
-            "rps_ratio": statistics.median(r["rps"] / b["rps"] for r, b in pairs),
-            "p99_ratio": statistics.median(r["p99_ms"] / b["p99_ms"] for r, b in pairs),
-            "rps_ratio_min": min(r["rps"] / b["rps"] for r, b in pairs),
-            "rps_ratio_max": max(r["rps"] / b["rps"] for r, b in pairs),
+            "rps_ratio": statistics.median(r for r, _ in ratios),
+            "p99_ratio": statistics.median(p for _, p in ratios),
+            "rps_ratio_min": min(r for r, _ in ratios),
+            "rps_ratio_max": max(r for r, _ in ratios),
         }
+    bare["summary"]["paired"] = {
+        "rps_ratio": 1.0,
+        "p99_ratio": 1.0,
+        "rps_ratio_min": 1.0,
+        "rps_ratio_max": 1.0,
+    }
+
+
+def round_order(chains: list[Chain], round_: int) -> list[Chain]:
+    """One round's runs: every variant once, in an order rotated from round to round,
+    each between two runs of the bare app (bare, A, bare, B, ..., bare).
+
+    This machine's speed drifts by up to 2x within a minute (other tenants of the
+    host; see the run table), so a variant is compared with the bare runs just
+    before and after it, seconds apart, rather than with one bare run per round.
+    """
+    bare = [c for c in chains if c.variant.name == "bare"]
+    others = [c for c in chains if c.variant.name != "bare"]
+    if not others:
+        return bare
+    shift = round_ % len(others)
+    rotated = others[shift:] + others[:shift]
+    if not bare:
+        return rotated
+    order = []
+    for chain in rotated:
+        order += [bare[0], chain]
+    return order + bare
 
 
 def run(out: Path) -> dict:
-    seconds = float(os.environ.get("BENCH_DURATION", "6"))
+    seconds = float(os.environ.get("BENCH_DURATION", "4"))
     rounds = int(os.environ.get("BENCH_ROUNDS", "6"))
     connections = int(os.environ.get("BENCH_CONNECTIONS", "8"))
     wanted = [v for v in os.environ.get("BENCH_VARIANTS", "").split(",") if v]
@@ -467,12 +529,16 @@ def run(out: Path) -> dict:
         for chain in chains:
             wrk(chain.url, 2, connections)
         others = []
+        sequence = 0
         for round_ in range(rounds):
-            order = chains[round_ % len(chains) :] + chains[: round_ % len(chains)]
             others.append(busy_processes(own))
-            for chain in order:
+            for chain in round_order(chains, round_):
+                settled_s = settle(processes)
                 sample = measure(chain, seconds, connections, jaeger)
+                sample["settle_s"] = settled_s
                 sample["round"] = round_
+                sample["sequence"] = sequence
+                sequence += 1
                 chain.runs.append(sample)
                 print(
                     f"[bench] round {round_ + 1}/{rounds} {chain.variant.name:20s} "
