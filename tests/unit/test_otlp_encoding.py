@@ -7,12 +7,26 @@ from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceState
+from opentelemetry.trace import (
+    Link,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    TraceState,
+)
 
-from obs_telemetry.otlp_encoding import SpanBatchEncoder, encode_span
+from obs_telemetry.otlp_encoding import (
+    EncodedSpan,
+    EncodingBatchSpanProcessor,
+    FastOTLPSpanExporter,
+    SpanBatchEncoder,
+    encode_span,
+)
 
 
 def decoded(data: bytes) -> ExportTraceServiceRequest:
@@ -166,3 +180,96 @@ def test_equal_resources_share_one_resource_spans_as_in_the_sdk():
     assert_same_as_sdk(spans)
     for provider in providers:
         provider.shutdown()
+
+
+class RecordingExporter(FastOTLPSpanExporter):
+    """Our exporter, keeping what the batch thread hands it instead of sending it."""
+
+    def __init__(self) -> None:
+        super().__init__(endpoint="http://127.0.0.1:9/v1/traces")
+        self.batches: list[list] = []
+
+    def export(self, spans):
+        self.batches.append(list(spans))
+        return SpanExportResult.SUCCESS
+
+
+def test_spans_encoded_as_they_end_make_the_sdks_request(made_spans):
+    provider, exporter = made_spans
+    tracer = provider.get_tracer("t")
+    link = Link(SpanContext(5, 6, is_remote=False), {"why": "batch"})
+    for name in ("a", "b"):
+        with tracer.start_as_current_span(name, attributes={"n": 1}):
+            pass
+    with tracer.start_as_current_span("linked", links=[link]):
+        pass
+    spans = exporter.get_finished_spans()
+    # What EncodingBatchSpanProcessor queues: encoded spans, and a raw span when
+    # encoding it at its end failed.
+    items = [EncodedSpan(spans[0]), spans[1], EncodedSpan(spans[2])]
+    ours = decoded(SpanBatchEncoder().encode(items))
+    theirs = decoded(encode_spans(spans).SerializeToString())
+    assert ours == theirs, f"ours:\n{ours}\nSDK:\n{theirs}"
+
+
+def test_the_processor_queues_spans_encoded_and_only_sampled_ones(made_spans):
+    provider, in_memory = made_spans
+    recording = RecordingExporter()
+    processor = EncodingBatchSpanProcessor(recording)
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("t")
+    with tracer.start_as_current_span("kept", attributes={"k": "v"}):
+        pass
+    unsampled = trace.set_span_in_context(
+        trace.NonRecordingSpan(SpanContext(7, 8, is_remote=True, trace_flags=TraceFlags(0)))
+    )
+    with tracer.start_as_current_span("child of an unsampled parent", context=unsampled):
+        pass
+    provider.force_flush()
+    items = [item for batch in recording.batches for item in batch]
+    assert [type(item) for item in items] == [EncodedSpan]
+    finished = [s for s in in_memory.get_finished_spans() if s.context.trace_flags.sampled]
+    assert decoded(SpanBatchEncoder().encode(items)) == decoded(
+        encode_spans(finished).SerializeToString()
+    )
+
+
+def test_a_span_that_fails_to_encode_at_its_end_is_queued_as_is(made_spans, monkeypatch):
+    provider, _ = made_spans
+    recording = RecordingExporter()
+    provider.add_span_processor(EncodingBatchSpanProcessor(recording))
+    import obs_telemetry.otlp_encoding as encoding
+
+    def broken(span):
+        raise RuntimeError("encoder bug")
+
+    monkeypatch.setattr(encoding, "_span_bytes", broken)
+    with provider.get_tracer("t").start_as_current_span("s"):
+        pass  # ending the span must not raise into the request
+    provider.force_flush()
+    (item,) = [item for batch in recording.batches for item in batch]
+    assert type(item) is not EncodedSpan and item.name == "s"
+
+
+def test_a_full_queue_gets_spans_unencoded(made_spans, monkeypatch):
+    # Spans beyond the queue's bound push out the oldest; encoding them in the request
+    # thread would be wasted on an exporter that cannot keep up.
+    monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "2")
+    monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "2")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "60000")
+    provider, _ = made_spans
+    recording = RecordingExporter()
+    processor = EncodingBatchSpanProcessor(recording)
+    # Hold the batch thread out of the way: the queue stays as the request threads left it.
+    processor._batch_processor._export_lock.acquire()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("t")
+    for name in ("a", "b", "c"):
+        with tracer.start_as_current_span(name):
+            pass
+    queued = list(processor._batch_processor._queue)
+    processor._batch_processor._export_lock.release()
+    # Newest first: "c" came when the queue was full, and pushed "a" out.
+    newest, older = queued
+    assert type(newest) is ReadableSpan and newest.name == "c"
+    assert type(older) is EncodedSpan

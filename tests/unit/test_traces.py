@@ -112,3 +112,21 @@ def test_unknown_traces_exporter_is_a_config_error(monkeypatch):
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "zipkin")
     with pytest.raises(ConfigError, match="OTEL_TRACES_EXPORTER"):
         build_tracer_provider("svc", "1.0.0")
+
+
+@pytest.mark.parametrize(
+    ("instrumentation", "processor"),
+    [("lean", "EncodingBatchSpanProcessor"), ("upstream", "BatchSpanProcessor")],
+)
+def test_the_batch_processor_follows_the_instrumentation(monkeypatch, instrumentation, processor):
+    # Our encoder gets spans encoded as they end; OpenTelemetry's own path stays the SDK's.
+    from obs_telemetry.tracing import build_tracer_provider
+
+    monkeypatch.setenv("TELEMETRY_INSTRUMENTATION", instrumentation)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    provider = build_tracer_provider("svc", "1.0.0")
+    try:
+        (made,) = provider._active_span_processor._span_processors
+        assert type(made).__name__ == processor
+    finally:
+        provider.shutdown()

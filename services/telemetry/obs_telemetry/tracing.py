@@ -106,8 +106,17 @@ def build_tracer_provider(
         )
         # The variable is in milliseconds per the specification; the exporter wants seconds.
         exporter = exporter_class(timeout=timeout / 1000.0)
-    provider.add_span_processor(BatchSpanProcessor(exporter))
+    provider.add_span_processor(_batch_processor(exporter))
     return provider
+
+
+def _batch_processor(exporter: SpanExporter) -> BatchSpanProcessor:
+    """The SDK's batch processor; for our encoder, one that encodes as spans end."""
+    from .otlp_encoding import EncodingBatchSpanProcessor, FastOTLPSpanExporter
+
+    if isinstance(exporter, FastOTLPSpanExporter):
+        return EncodingBatchSpanProcessor(exporter)
+    return BatchSpanProcessor(exporter)
 
 
 def install_global_tracer_provider(default_service_name: str, version: str) -> None:
