@@ -45,7 +45,7 @@ test: bootstrap bootstrap-images bootstrap-k8s lint ## Every test: unit, integra
 test-e2e: bootstrap ## Only the end-to-end tests against the real backends
 	$(PYTEST) -m e2e tests
 
-bench: ## Telemetry cost vs the bare app (wrk, real Jaeger): docs/benchmarks.{json,md,png}; ~7 min
+bench: ## Telemetry cost vs the bare app (wrk, real Jaeger): docs/benchmarks.{json,md,png}; ~13 min
 	scripts/bootstrap.sh bench
 	PYTHONPATH=scripts:. $(PY) -m bench all docs/benchmarks.json
 
