@@ -138,10 +138,12 @@ def markdown(result: dict, png_name: str) -> str:
         "rotated from round to round, each between two runs of the bare app "
         "(bare, A, bare, B, ..., bare), every run after a 1 s warm-up: this machine's speed "
         "drifts by up to 2x within a minute, so each run is compared with the bare runs "
-        "seconds before and after it. The tables give the median over rounds (the x bare "
-        "columns: the median of those paired ratios); the plot's bars show min-max.",
-        "- Before each run, the bench waits (at most 10 s) until all its processes "
-        "together use under 5 % of a core, so one run's leftovers do not land on the next.",
+        "seconds before and after it. The tables give the median of each variant's runs (the "
+        "x bare columns: the median of those paired ratios); the plot's bars show min-max.",
+        "- Before each run, the bench waits until all its processes together use under 5 % "
+        "of a core (at most 10 s) and, after a traced variant, until its last spans have "
+        "been exported (`OTEL_BSP_SCHEDULE_DELAY`, 5 s), so one run's leftovers do not "
+        "land on the next.",
         "- CPU per request: user + system time of both services' gunicorn processes (all "
         "threads, so the span export thread too) from `/proc/<pid>/stat`, before and after "
         "the run, divided by the requests wrk counted.",

@@ -265,16 +265,25 @@ def busy_processes(own: set[int]) -> list[str]:
 
 
 # A run starts once every bench process together uses less than this share of one
-# core, or after SETTLE_TIMEOUT_S: the previous run's last spans (exported up to
-# OTEL_BSP_SCHEDULE_DELAY, 5 s, after its load stops) and Jaeger storing them must not
-# land on the next variant's run.
+# core, or after SETTLE_TIMEOUT_S: one run's work must not land on the next variant's.
 SETTLE_CPU_SHARE = 0.05
 SETTLE_WINDOW_S = 0.5
 SETTLE_TIMEOUT_S = 10.0
 
 
-def settle(processes: list[Process]) -> float:
-    """Wait, bounded, until the bench's processes are idle; returns the seconds waited."""
+def export_delay_s(variant: Variant) -> float:
+    """How long a traced variant's last spans may wait in its queue after the load
+    stops (OTEL_BSP_SCHEDULE_DELAY, milliseconds, 5000 by default): until then their
+    export, and Jaeger storing them, are still to come."""
+    if not variant.otlp:
+        return 0.0
+    raw = variant.env.get("OTEL_BSP_SCHEDULE_DELAY") or os.environ.get("OTEL_BSP_SCHEDULE_DELAY")
+    return float(raw or 5000) / 1000
+
+
+def settle(processes: list[Process], not_before: float = 0.0) -> float:
+    """Wait, bounded, until `not_before` (a time.monotonic() value) has passed and the
+    bench's processes are idle; returns the seconds waited."""
     started = time.monotonic()
 
     def cpu() -> float:
@@ -283,10 +292,12 @@ def settle(processes: list[Process]) -> float:
     def idle() -> bool:
         before = cpu()
         time.sleep(SETTLE_WINDOW_S)  # CPU share is measured over a window
-        return cpu() - before < SETTLE_CPU_SHARE * SETTLE_WINDOW_S
+        quiet = cpu() - before < SETTLE_CPU_SHARE * SETTLE_WINDOW_S
+        return quiet and time.monotonic() >= not_before
 
+    timeout = max(0.0, not_before - started) + SETTLE_TIMEOUT_S
     with contextlib.suppress(PollTimeout):
-        poll_until(idle, "the bench processes to be idle", SETTLE_TIMEOUT_S, interval=0)
+        poll_until(idle, "the bench processes to be idle", timeout, interval=0)
     return time.monotonic() - started
 
 
@@ -530,11 +541,13 @@ def run(out: Path) -> dict:
             wrk(chain.url, 2, connections)
         others = []
         sequence = 0
+        not_before = 0.0
         for round_ in range(rounds):
             others.append(busy_processes(own))
             for chain in round_order(chains, round_):
-                settled_s = settle(processes)
+                settled_s = settle(processes, not_before)
                 sample = measure(chain, seconds, connections, jaeger)
+                not_before = time.monotonic() + export_delay_s(chain.variant)
                 sample["settle_s"] = settled_s
                 sample["round"] = round_
                 sample["sequence"] = sequence

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import sys
 import threading
 import types
@@ -116,6 +117,7 @@ def test_a_full_queue_is_written_by_the_thread_that_logs(stdout, handler, logger
     for n in range(10):
         logger.info("line %d", n)
     assert len(stdout.lines()) == 10, "a full queue waited for the flush thread"
+    assert stdout.writes == 1, "the lines were not written as one batch"
 
 
 def test_flush_logs_and_close_write_what_is_queued(stdout, monkeypatch):
@@ -125,7 +127,9 @@ def test_flush_logs_and_close_write_what_is_queued(stdout, monkeypatch):
     root = logging.getLogger()
     handler = _StdoutHandler()
     handler.setFormatter(EcsJsonFormatter("test"))
-    root.addHandler(handler)
+    # Only this handler: the module-level helpers act on every root handler, and other
+    # tests' apps leave theirs there.
+    monkeypatch.setattr(root, "handlers", [handler])
     try:
         logs.start_background_flush()
         logging.getLogger("test_log_buffering.crash").warning("before the crash")
@@ -134,18 +138,46 @@ def test_flush_logs_and_close_write_what_is_queued(stdout, monkeypatch):
         assert '"message": "before the crash"' in stdout.getvalue()
         logging.getLogger("test_log_buffering.exit").warning("before the exit")
     finally:
-        root.removeHandler(handler)
         handler.close()
     assert '"message": "before the exit"' in stdout.getvalue()
 
 
-def test_a_forked_child_starts_with_an_empty_queue(stdout, handler, logger, monkeypatch):
-    # start_background_flush() in a gunicorn worker must not write lines the master
-    # queued before fork: the master writes those itself.
+class BrokenStdout(CountingStdout):
+    def write(self, text: str) -> int:
+        raise ValueError("I/O operation on closed file.")
+
+
+def test_a_failing_write_never_reaches_the_app_nor_stops_the_thread(
+    stdout, handler, logger, monkeypatch, capsys
+):
+    monkeypatch.setattr(logs, "FLUSH_INTERVAL_S", 0.01)
+    monkeypatch.setattr(logs, "MAX_PENDING_LINES", 5)
+    broken = types.SimpleNamespace(stdout=BrokenStdout(), stderr=sys.stderr)
+    monkeypatch.setattr(logs, "sys", broken)
+    handler.start_background_flush()
+    for n in range(20):  # fills the queue several times: emit() writes, and fails
+        logger.info("lost %d", n)
+    broken.stdout = stdout
+    logger.info("after the failure")
+    poll_until(
+        lambda: "after the failure" in stdout.lines(),
+        "the flush thread to write again once stdout works",
+        5,
+    )
+    assert "could not write" in capsys.readouterr().err
+
+
+def test_a_forked_child_starts_empty_and_line_by_line(stdout, handler, logger, monkeypatch):
+    # The queue holds the parent's lines, which the parent writes: a child that wrote
+    # them too would duplicate them.
     monkeypatch.setattr(logs, "FLUSH_INTERVAL_S", 60.0)
     handler.start_background_flush()
     logger.info("queued by the parent")
-    handler._flusher_pid = -1  # what the child sees: the flusher runs in another process
-    handler.start_background_flush()
+    pid = os.fork()
+    if pid == 0:  # the child: report through the exit status only
+        ok = len(handler._pending) == 0 and handler._flusher_pid is None
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the child kept the parent's queue"
     handler.flush()
-    assert stdout.lines() == []
+    assert stdout.lines() == ["queued by the parent"]

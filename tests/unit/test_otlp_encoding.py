@@ -217,20 +217,20 @@ def test_the_processor_queues_spans_encoded_and_only_sampled_ones(made_spans):
     recording = RecordingExporter()
     processor = EncodingBatchSpanProcessor(recording)
     provider.add_span_processor(processor)
-    tracer = provider.get_tracer("t")
-    with tracer.start_as_current_span("kept", attributes={"k": "v"}):
+    with provider.get_tracer("t").start_as_current_span("kept", attributes={"k": "v"}):
         pass
-    unsampled = trace.set_span_in_context(
-        trace.NonRecordingSpan(SpanContext(7, 8, is_remote=True, trace_flags=TraceFlags(0)))
+    # A recorded but unsampled span (a RECORD_ONLY sampler's) must not be exported.
+    unsampled = ReadableSpan(
+        "unsampled",
+        context=SpanContext(7, 8, is_remote=False, trace_flags=TraceFlags(0)),
+        resource=provider.resource,
     )
-    with tracer.start_as_current_span("child of an unsampled parent", context=unsampled):
-        pass
+    processor.on_end(unsampled)
     provider.force_flush()
     items = [item for batch in recording.batches for item in batch]
     assert [type(item) for item in items] == [EncodedSpan]
-    finished = [s for s in in_memory.get_finished_spans() if s.context.trace_flags.sampled]
     assert decoded(SpanBatchEncoder().encode(items)) == decoded(
-        encode_spans(finished).SerializeToString()
+        encode_spans(in_memory.get_finished_spans()).SerializeToString()
     )
 
 

@@ -12,10 +12,12 @@ numbers such as http.response.status_code and event.duration are always integers
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
 import sys
 import threading
+import weakref
 from datetime import UTC, datetime
 
 from flask import current_app, has_app_context
@@ -114,6 +116,15 @@ class EcsJsonFormatter(logging.Formatter):
 FLUSH_INTERVAL_S = 0.1
 MAX_PENDING_LINES = 10_000
 
+# Handlers that have batched, reset in a forked child (see _reset_in_child).
+_batching_handlers: weakref.WeakSet[_StdoutHandler] = weakref.WeakSet()
+_fork_hook_registered = False
+
+
+def _reset_in_child() -> None:
+    for handler in list(_batching_handlers):
+        handler._reset_after_fork()
+
 
 class _StdoutHandler(logging.StreamHandler):
     """Writes to whatever sys.stdout is at emit time; in a gunicorn worker, in batches.
@@ -125,14 +136,15 @@ class _StdoutHandler(logging.StreamHandler):
     start_background_flush() after fork: from then on, the thread that logs only
     formats the line and queues it, and a background thread writes what has queued
     every FLUSH_INTERVAL_S in one write. Under load, one write() per line made each
-    request thread give up the GIL once more per request and wait to get it back
-    behind the other threads: the logs signal then cost 0.74x the bare app's
-    throughput, against about 1.0x buffered (docs/benchmarks.md).
+    request thread give up the GIL once more per request and queue behind the other
+    threads to get it back: 20.3 context switches per request against 16.4 batched
+    (the app without logs: 16.3; docs/benchmarks.md).
 
-    Nothing is dropped: a full queue (MAX_PENDING_LINES) is written by the thread that
-    logs, and flush() (called by logging at exit, by the worker_exit hook and before
-    /crash's hard exit) writes whatever is queued. Only a SIGKILL can lose the last
-    FLUSH_INTERVAL_S of lines.
+    Queued lines are kept until written: a full queue (MAX_PENDING_LINES) is written by
+    the thread that logs, and flush() (called by logging at exit, by the worker_exit
+    hook and before /crash's hard exit) writes whatever is queued. A SIGKILL loses the
+    last FLUSH_INTERVAL_S of lines; a write that fails (stdout closed) is reported on
+    stderr and its lines are dropped, as StreamHandler drops a line it cannot write.
     """
 
     def __init__(self, stream=None) -> None:
@@ -140,6 +152,8 @@ class _StdoutHandler(logging.StreamHandler):
         self._pending: collections.deque[str] = collections.deque()
         self._write_lock = threading.Lock()
         self._wake = threading.Event()
+        # Set to stop the current flush thread; each thread gets its own.
+        self._stop = threading.Event()
         # The pid whose flush thread is running; None while writing line by line.
         self._flusher_pid: int | None = None
 
@@ -153,21 +167,34 @@ class _StdoutHandler(logging.StreamHandler):
 
     def start_background_flush(self) -> None:
         """Queue lines and write them from a background thread (idempotent per process)."""
+        global _fork_hook_registered
         if self._flusher_pid == os.getpid():
             return
-        # After fork, the parent's queue and lock are copies: the parent writes its own
-        # lines, so the child starts empty, with a lock nobody holds.
+        if not _fork_hook_registered:
+            os.register_at_fork(after_in_child=_reset_in_child)
+            _fork_hook_registered = True
+        _batching_handlers.add(self)
+        self._stop.set()
+        self._stop = threading.Event()
+        self._flusher_pid = os.getpid()
+        threading.Thread(
+            target=self._flush_loop, args=(self._wake, self._stop), name="log-flush", daemon=True
+        ).start()
+
+    def _reset_after_fork(self) -> None:
+        # The queue holds the parent's lines, which the parent writes itself, and the
+        # lock may have been held by one of its threads: the child starts empty, line
+        # by line, until it calls start_background_flush() itself.
         self._pending = collections.deque()
         self._write_lock = threading.Lock()
         self._wake = threading.Event()
-        self._flusher_pid = os.getpid()
-        threading.Thread(target=self._flush_loop, name="log-flush", daemon=True).start()
+        self._stop = threading.Event()
+        self._flusher_pid = None
 
-    def _flush_loop(self) -> None:
-        pid = os.getpid()
-        while self._flusher_pid == pid:
-            self._wake.wait(FLUSH_INTERVAL_S)
-            self._wake.clear()
+    def _flush_loop(self, wake: threading.Event, stop: threading.Event) -> None:
+        while not stop.is_set():
+            wake.wait(FLUSH_INTERVAL_S)
+            wake.clear()
             self.flush()
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -183,27 +210,31 @@ class _StdoutHandler(logging.StreamHandler):
             self.flush()
 
     def flush(self) -> None:
+        """Write what is queued; never raises (it runs on the flush thread and in emit)."""
         with self._write_lock:
             pending = self._pending
-            if pending:
-                # deque.popleft is atomic: lines queued meanwhile stay for the next
-                # write, and order is kept, because only the holder of the lock drains.
-                lines = [pending.popleft() for _ in range(len(pending))]
-                try:
-                    self.stream.write("\n".join(lines) + "\n")
-                except Exception:
-                    # Like StreamHandler: report on stderr, never raise into the app.
-                    sys.stderr.write(f"--- logging error: could not write {len(lines)} lines\n")
-            # Not StreamHandler.flush(): it takes the handler's lock, which emit() holds
-            # when it calls flush() on a full queue, while the flush thread holds ours.
+            # deque.popleft is atomic: lines queued meanwhile stay for the next write,
+            # and order is kept, because only the holder of the lock drains.
+            lines = [pending.popleft() for _ in range(len(pending))]
             stream = self.stream
-            if stream is not None and hasattr(stream, "flush"):
-                stream.flush()
+            try:
+                if lines:
+                    stream.write("\n".join(lines) + "\n")
+                # Not StreamHandler.flush(): it takes the handler's lock, which emit()
+                # holds when it calls flush() on a full queue.
+                if stream is not None and hasattr(stream, "flush"):
+                    stream.flush()
+            except Exception as exc:
+                with contextlib.suppress(Exception):
+                    sys.stderr.write(
+                        f"--- logging error: could not write {len(lines)} log lines: {exc!r}\n"
+                    )
 
     def close(self) -> None:
         """Write what is queued and stop the flush thread (logging.shutdown calls this)."""
         self.flush()
         self._flusher_pid = None
+        self._stop.set()
         self._wake.set()
         super().close()
 

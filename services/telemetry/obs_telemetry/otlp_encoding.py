@@ -4,8 +4,8 @@ Reads no environment variables itself; the exporter it extends reads the standar
 OTEL_EXPORTER_OTLP_* variables.
 
 The SDK's exporter builds one protobuf object per span, attribute and value before
-serialising them: about 85 us of CPU per span here (docs/benchmarks.md), paid on the
-batch thread but under the same GIL as the requests. This module writes the protobuf
+serialising them: about 85 us of CPU per span here (docs/benchmarks.md), under the
+same GIL as the requests. This module writes the protobuf
 wire format of each Span directly from the SDK's span, reusing the encoded bytes of
 attribute pairs it has seen (a service's spans repeat the same method, host, route and
 user agent): about a fifth of that cost. The resource and the instrumentation scope,
@@ -95,8 +95,9 @@ def _key_value(tag: bytes, key: str, value) -> bytes:
 # hash(True) == hash(1); floats are never cached (0.0 == -0.0, NaN != NaN), nor strings
 # longer than _CACHEABLE_STRING (a scanner's 4 KB URLs never repeat). Bounded by
 # clearing, so values that never repeat cost an insert, and the cache at most about
-# 4096 x 300 bytes. Only the batch thread encodes; a dict get or set is atomic under
-# the GIL anyway.
+# 4096 x 300 bytes. Request threads encode concurrently (EncodingBatchSpanProcessor):
+# a dict get or set is atomic under the GIL, and a race costs at most one more encoding
+# of the same bytes.
 _field_cache: dict[tuple, bytes] = {}
 _FIELD_CACHE_LIMIT = 4096
 _CACHEABLE_STRING = 256
@@ -208,12 +209,18 @@ class EncodingBatchSpanProcessor(BatchSpanProcessor):
     def on_end(self, span: ReadableSpan) -> None:
         if not (span.context and span.context.trace_flags.sampled):
             return
-        batch = self._batch_processor
+        batch = getattr(self, "_batch_processor", None)
+        if batch is None:
+            # SDKs before 1.34 have no shared BatchProcessor: their own behaviour.
+            super().on_end(span)
+            return
         item = span
-        # With the queue full (an exporter that cannot keep up or hangs), the oldest
-        # span makes way for this one: the batch thread encodes the spans it does send,
-        # so none is encoded only to be dropped.
-        if len(batch._queue) < batch._queue.maxlen:
+        queue = getattr(batch, "_queue", None)
+        # While the queue is full (an exporter that cannot keep up, or hangs), each new
+        # span pushes the oldest out; new spans then go in as they are, and the batch
+        # thread encodes them only if they are sent. After shutdown emit() drops them.
+        room = queue is None or queue.maxlen is None or len(queue) < queue.maxlen
+        if room and not getattr(batch, "_shutdown", False):
             try:
                 item = EncodedSpan(span)
             except Exception:  # never fail a request: the batch thread encodes it
