@@ -123,7 +123,7 @@ _fork_hook_registered = False
 
 def _reset_in_child() -> None:
     for handler in list(_batching_handlers):
-        handler._reset_after_fork()
+        handler._reset_state()
 
 
 class _StdoutHandler(logging.StreamHandler):
@@ -149,6 +149,12 @@ class _StdoutHandler(logging.StreamHandler):
 
     def __init__(self, stream=None) -> None:
         super().__init__()
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        """An empty queue, writing line by line; also a forked child's fresh start: the
+        parent's queued lines are the parent's to write, and its lock may have been
+        held by one of its threads."""
         self._pending: collections.deque[str] = collections.deque()
         self._write_lock = threading.Lock()
         self._wake = threading.Event()
@@ -180,16 +186,6 @@ class _StdoutHandler(logging.StreamHandler):
         threading.Thread(
             target=self._flush_loop, args=(self._wake, self._stop), name="log-flush", daemon=True
         ).start()
-
-    def _reset_after_fork(self) -> None:
-        # The queue holds the parent's lines, which the parent writes itself, and the
-        # lock may have been held by one of its threads: the child starts empty, line
-        # by line, until it calls start_background_flush() itself.
-        self._pending = collections.deque()
-        self._write_lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._flusher_pid = None
 
     def _flush_loop(self, wake: threading.Event, stop: threading.Event) -> None:
         while not stop.is_set():
