@@ -15,7 +15,9 @@
 # `k8s` (not part of `all`; `make validate` and `make test` run it) builds a Kubernetes
 # control plane and its companions from the Go module proxy into OBS_STACK_CACHE/bin, one
 # file per tool and version (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
-# kubectl, kwok, kube-state-metrics, prometheus, promtool, alertmanager, amtool), copies
+# kubectl, kubelet, kube-proxy, coredns, kwok, kube-state-metrics, prometheus, promtool,
+# alertmanager, amtool), installs a real node's runtime from Debian (containerd, runc,
+# CNI plugins, iptables, conntrack), copies
 # kwok's stage YAMLs, and makes checkov's own venv (requirements/checkov.lock: its pins
 # clash with the dev set). A cold build takes 15-25 minutes on 2 cores and about 5 GB
 # of Go caches (OBS_STACK_CACHE/gomod, OBS_STACK_CACHE/gocache); later runs skip what exists.
@@ -205,8 +207,10 @@ build_standin_rootfs() {  # build_standin_rootfs TARBALL
 
 import_standin() {  # import_standin BASE TARBALL CA_ID
   local base=$1 tarball=$2 ca_id=$3 python_version ctx old_id
+  # awk reads to the end: an early exit would kill tar with SIGPIPE, and pipefail
+  # would stop the bootstrap (exit 141) on a first run.
   python_version=$(tar -xOf "$tarball" ./var/lib/dpkg/status \
-    | awk '/^Package: /{p=$2} p=="python3" && /^Version: /{print $2; exit}')
+    | awk '/^Package: /{p=$2} p=="python3" && /^Version: /{v=$2} END{print v}')
   if ! podman image exists "$standin_rootfs_image"; then
     podman import --quiet \
       --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
@@ -323,7 +327,9 @@ go_install_tool() {
 # the release and points those replaces at the published staging modules instead. etcd
 # builds in the same module (etcdmain, as etcd's own main package does).
 k8s_wrapper() {
-  local dir="$cache/src/k8s-$K8S_VERSION-etcd-$ETCD_VERSION"
+  # "-node": the wrapper also imports the node's binaries (kubelet, kube-proxy); a
+  # wrapper made before they were added is left alone and this one made beside it.
+  local dir="$cache/src/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-node"
   if [[ -f "$dir/.complete" ]]; then echo "$dir"; return; fi
   local log="$cache/logs/k8s-wrapper.log" mod
   : >"$log"
@@ -361,6 +367,8 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
 	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
 )
 GO
   # tidy fills go.sum (checked against sum.golang.org) and the indirect requirements.
@@ -401,6 +409,31 @@ install_control_plane() {
   for name in "${names[@]}"; do
     go_build_tool "$(k8s_bin "$name" "$K8S_VERSION")" "$dir" "$(k8s_ldflags)" "k8s.io/kubernetes/cmd/$name"
   done
+}
+
+# A real node for the tests (tests/support/real_node.py): the kubelet and kube-proxy of
+# the control plane's release, built in the same wrapper module; containerd, runc, the
+# CNI plugins, iptables and conntrack from Debian; CoreDNS (the cluster DNS that kubeadm
+# deploys, pinned to kubeadm's version) from the Go module proxy.
+install_node() {
+  k8s_go_env
+  apt_install containerd "$CONTAINERD_DEB_VERSION" containerd
+  apt_install runc "$RUNC_DEB_VERSION" runc
+  apt_install containernetworking-plugins "$CNI_PLUGINS_DEB_VERSION" /usr/lib/cni/bridge
+  apt_install iptables "$IPTABLES_DEB_VERSION" /usr/sbin/iptables
+  apt_install conntrack "$CONNTRACK_DEB_VERSION" /usr/sbin/conntrack
+  local name dir=""
+  for name in kubelet kube-proxy; do
+    if [[ ! -x $(k8s_bin "$name" "$K8S_VERSION") ]]; then
+      [[ -n "$dir" ]] || dir=$(k8s_wrapper)
+      go_build_tool "$(k8s_bin "$name" "$K8S_VERSION")" "$dir" "$(k8s_ldflags)" "k8s.io/kubernetes/cmd/$name"
+    else
+      log "  $name-$K8S_VERSION present"
+    fi
+  done
+  go_install_tool "$(k8s_bin coredns "$COREDNS_VERSION")" \
+    "-s -w -X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION" \
+    "github.com/coredns/coredns@$COREDNS_VERSION"
 }
 
 install_kwok() {
@@ -496,6 +529,8 @@ total=$SECONDS
 if [[ "$what" == k8s ]]; then
   step "python venv ($venv)" install_python
   step "etcd $ETCD_VERSION, Kubernetes $K8S_VERSION (go build)" install_control_plane
+  step "a real node: kubelet, kube-proxy $K8S_VERSION (go build), containerd, CNI (Debian), CoreDNS $COREDNS_VERSION" \
+    install_node
   step "kwok $KWOK_VERSION and its stages (go install)" install_kwok
   step "kube-state-metrics $KUBE_STATE_METRICS_VERSION (go build)" install_kube_state_metrics
   step "Prometheus $PROMETHEUS_RELEASE, Alertmanager $ALERTMANAGER_VERSION (go install)" \

@@ -17,6 +17,9 @@ from werkzeug.serving import make_server
 import backend
 import frontend
 
+# The service images, built once per session for the image and real-node tests.
+pytest_plugins = ["tests.support.image_fixtures"]
+
 # Deterministic chaos for unit tests: individual tests turn it back on.
 QUIET = {
     "TESTING": True,

@@ -19,6 +19,8 @@ SPEC = {
     "process": {
         "args": ["gunicorn"],
         "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1048576, "soft": 1048576}],
+        # The kubelet asks for one in every container (real node tests).
+        "oomScoreAdj": -998,
     },
     "root": {"path": "rootfs", "readonly": True},
 }
@@ -53,6 +55,7 @@ def test_create_drops_rlimits_from_the_bundle_and_passes_arguments_on(
     assert run_wrapper(fake_runc, *args) == args
     spec = json.loads((bundle / "config.json").read_text())
     assert "rlimits" not in spec["process"]
+    assert "oomScoreAdj" not in spec["process"]
     assert spec["process"]["args"] == ["gunicorn"]
     assert spec["root"] == SPEC["root"]
 

@@ -21,9 +21,8 @@ from obs_telemetry import gunicorn_conf
 from tests.support import podman as podman_support
 from tests.support.metrics import value
 from tests.support.otlp_receiver import OtlpReceiver
+from tests.support.image_fixtures import SERVICES
 from tests.support.polling import free_port, poll_until
-
-from .conftest import SERVICES
 
 pytestmark = pytest.mark.images
 

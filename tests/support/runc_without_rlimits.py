@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
-"""An OCI runtime for podman (`podman --runtime <this file>`): runc without rlimits.
+"""An OCI runtime for podman and containerd: runc without rlimits and oomScoreAdj.
 
 Some sandboxes forbid a container runtime to set resource limits at all, even to lower
 them: `podman run` then fails with `error setting rlimit type 7: operation not permitted`
-(runc) or `setrlimit RLIMIT_NOFILE: Operation not permitted` (crun). This wrapper deletes
-`process.rlimits` from the container's spec (`<bundle>/config.json` for `create`/`run`,
-the `--process` file for `exec`), so that the container inherits the caller's limits,
-then execs runc with the arguments unchanged. tests/support/podman.py uses it only after
-podman has failed with that error; nowhere else.
+(runc) or `setrlimit RLIMIT_NOFILE: Operation not permitted` (crun). The same sandboxes
+refuse the OOM score adjustment that the kubelet asks for every container: every pod
+sandbox then fails with `runc create failed: unable to start container process: can't
+get final child's PID from pipe: EOF`. This wrapper deletes `process.rlimits` and
+`process.oomScoreAdj` from the container's spec (`<bundle>/config.json` for
+`create`/`run`, the `--process` file for `exec`), so that the container inherits the
+caller's limits and score, then execs runc with the arguments unchanged.
+tests/support/podman.py uses it only after podman has failed with the setrlimit error;
+tests/support/real_node.py sets it as containerd's runc binary.
 
 Reads OBS_RUNC (path of runc; default: runc on the PATH or in /usr/bin, /usr/sbin).
 Standard library only: podman's conmon runs it with the system python3.
@@ -57,15 +61,21 @@ def option(args: list[str], *names: str) -> str | None:
     return None
 
 
+# Keys of the process object that this sandbox refuses to apply.
+REFUSED_KEYS = ("rlimits", "oomScoreAdj")
+
+
 def strip_rlimits(path: str, key_path: tuple[str, ...]) -> None:
     with open(path) as handle:
         spec = json.load(handle)
     holder = spec
     for key in key_path:
         holder = holder.get(key, {})
-    if "rlimits" not in holder:
+    present = [key for key in REFUSED_KEYS if key in holder]
+    if not present:
         return
-    del holder["rlimits"]
+    for key in present:
+        del holder[key]
     # Atomic replace: the runtime must never read half a file.
     tmp = f"{path}.no-rlimits"
     with open(tmp, "w") as handle:

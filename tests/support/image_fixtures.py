@@ -1,4 +1,6 @@
-"""The two service images, built once per test session from services/*/Dockerfile.
+"""The two service images, built once per test session from services/*/Dockerfile; a
+pytest plugin (tests/conftest.py loads it), shared by the image tests and the real
+Kubernetes node's tests (tests/k8s/), so that one session builds them once.
 
 Reads CI: with CI=true a missing podman or base image fails the run; elsewhere the
 image tests are skipped with the command that installs them (`scripts/bootstrap.sh
