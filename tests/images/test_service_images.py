@@ -19,9 +19,9 @@ import pytest
 
 from obs_telemetry import gunicorn_conf
 from tests.support import podman as podman_support
+from tests.support.image_fixtures import SERVICES
 from tests.support.metrics import value
 from tests.support.otlp_receiver import OtlpReceiver
-from tests.support.image_fixtures import SERVICES
 from tests.support.polling import free_port, poll_until
 
 pytestmark = pytest.mark.images

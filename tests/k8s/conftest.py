@@ -1,4 +1,12 @@
-"""Fixtures for the Kubernetes tests: one real control plane per test session.
+"""Fixtures for the Kubernetes tests: one real control plane with a kwok node per test
+session, and one with a real node (kubelet + containerd) for the tests that run
+containers.
+
+Two control planes, not one: the kwok tests deploy the whole render into the stack's
+namespaces and expect every pod Running without images, while the real-node tests
+deploy the same objects into the same namespaces (the services find each other by
+those names) and run them for real. Sharing one would let the scheduler put kwok's
+pods on the real node and the real node's on kwok.
 
 Reads CI: with CI=true a binary that `scripts/bootstrap.sh k8s` builds and that is missing
 fails the test; elsewhere the test is skipped with the command that builds it.
@@ -15,6 +23,8 @@ import pytest
 
 from k8s.secrets import SECRETS, choose_values, manifest
 from tests.k8s.render import by_kind, dump, kustomize, load
+from tests.support import node_images
+from tests.support.image_fixtures import base_image
 from tests.support.kube_cluster import (
     BOOTSTRAP_HINT,
     CONTROL_PLANE,
@@ -22,6 +32,7 @@ from tests.support.kube_cluster import (
     NodeCapacity,
     missing_binaries,
 )
+from tests.support.real_node import PAUSE_IMAGE, RealNode, missing_tools
 
 
 def in_ci() -> bool:
@@ -119,3 +130,76 @@ def require_applied(applied: Applied) -> KubeCluster:
             pytrace=False,
         )
     return applied.cluster
+
+
+def require_real_node() -> None:
+    """Skip (fail with CI=true) where a real node cannot start: not root, or the
+    bootstrap's node binaries and packages are missing."""
+    problem = ""
+    if os.geteuid() != 0:
+        problem = "a real Kubernetes node needs root"
+    elif missing := missing_tools():
+        problem = f"not installed: {', '.join(missing)}; {BOOTSTRAP_HINT}"
+    if problem and in_ci():
+        pytest.fail(f"{problem} (CI=true: a node that cannot start is a failure)", pytrace=False)
+    if problem:
+        pytest.skip(problem)
+
+
+@dataclass
+class NodeCluster:
+    """A control plane with one real node, and the podman that built its images."""
+
+    cluster: KubeCluster
+    node: RealNode
+    podman: object
+    loaded: set[str]
+
+    def load_image(self, source: str, *names: str) -> None:
+        """Copy an image from podman's storage to the node's containerd as `names`."""
+        archive = self.node.workdir / "image.tar"
+        self.podman.run("save", "--format", "docker-archive", "-o", str(archive), source,
+                        timeout=300)  # fmt: skip
+        try:
+            self.node.import_archive(archive, source, *names)
+        finally:
+            archive.unlink(missing_ok=True)
+        self.loaded.update(names)
+
+
+def rendered_image(docs: list[dict], deployment: str) -> str:
+    (doc,) = (d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == deployment)
+    return doc["spec"]["template"]["spec"]["containers"][0]["image"]
+
+
+@pytest.fixture(scope="session")
+def real_node(tmp_path_factory, podman, images, render_docs) -> NodeCluster:
+    """etcd, kube-apiserver, controller-manager and scheduler, and a real node: containerd
+    (runc), the kubelet, kube-proxy and CoreDNS, with the pause image and both service
+    images under the names the render gives them. Started once per session (about
+    20 s), stopped with everything it made at the end."""
+    require_k8s_binaries(CONTROL_PLANE)
+    require_real_node()
+    workdir = tmp_path_factory.mktemp("node")
+    node_images.build_pause_image(podman, base_image(), PAUSE_IMAGE)
+    cluster = KubeCluster(workdir / "cp", kwok=False)
+    with cluster, RealNode(cluster, workdir / "n") as node:
+        nodes = NodeCluster(cluster, node, podman, set())
+        nodes.load_image(PAUSE_IMAGE, PAUSE_IMAGE)
+        for service, built in images.items():
+            nodes.load_image(built.tag, rendered_image(render_docs, service))
+        yield nodes
+
+
+@pytest.fixture(scope="session")
+def elasticsearch_standin(real_node) -> str:
+    """The Elasticsearch stand-in (tests/support/node_images.py) on the node, under the
+    upstream name the render pins."""
+    if not node_images.elasticsearch_zip().is_file():
+        message = f"{node_images.elasticsearch_zip()} is missing; run `scripts/bootstrap.sh all`"
+        if in_ci():
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    built = node_images.build_elasticsearch_standin(real_node.podman, base_image())
+    real_node.load_image(built, node_images.ES_IMAGE)
+    return node_images.ES_IMAGE

@@ -75,6 +75,10 @@ def build_elasticsearch_standin(podman: Podman, base: str) -> str:
                     target = Path(context) / "config" / member[len(prefix) :]
                     target.parent.mkdir(parents=True, exist_ok=True)
                     target.write_bytes(zipped.read(member))
+        label = (
+            f"stand-in for {ES_IMAGE}: {base} with curl and the config folder of the Maven "
+            f"elasticsearch-{ES_VERSION}.zip; no JDK, no server"
+        )
         containerfile = f"""FROM {base}
 RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends curl >/dev/null \\
  && rm -rf /var/lib/apt/lists/*
@@ -86,7 +90,7 @@ RUN cd /usr/share/elasticsearch && mkdir -p config/jvm.options.d data logs plugi
  && chmod -R ug+w config data logs plugins && chown -R 1000:0 . && chmod 555 .
 ENV ELASTIC_CONTAINER=true PATH=/usr/share/elasticsearch/bin:$PATH
 WORKDIR /usr/share/elasticsearch
-LABEL {STANDIN_LABEL}="stand-in for {ES_IMAGE}: {base} with curl and the config folder of the Maven elasticsearch-{ES_VERSION}.zip; no JDK, no server"
+LABEL {STANDIN_LABEL}="{label}"
 USER elasticsearch:root
 """
         _build(podman, ES_STANDIN, containerfile, Path(context))

@@ -178,7 +178,7 @@ class RealNode:
         ):
             try:
                 step()
-            except Exception as exc:  # noqa: BLE001 - reported below, after every step ran
+            except Exception as exc:  # reported below, after every step ran
                 problems.append(f"{exc}")
         if problems:
             raise ClusterError("real node: cleanup left something behind:\n" + "\n".join(problems))
@@ -197,7 +197,7 @@ class RealNode:
         """Import an image archive (`podman save`) and tag it `names`, normalised as the
         kubelet asks containerd for them (obs-backend:1.0.0 is
         docker.io/library/obs-backend:1.0.0)."""
-        self.ctr("images", "import", "--no-unpack=false", str(archive))
+        self.ctr("images", "import", str(archive))
         for name in names:
             self.ctr("images", "tag", "--force", normalise(source), normalise(name))
 
@@ -283,7 +283,9 @@ state = "{w / "containerd-state"}"
         process = self._spawn(
             "containerd", [HOST_TOOLS["containerd"], "--config", str(w / "containerd.toml")]
         )
-        self._wait(process, "its socket answers", lambda: self.ctr("version", check=False).returncode == 0)
+        self._wait(
+            process, "its socket answers", lambda: self.ctr("version", check=False).returncode == 0
+        )
 
     def _remove_containers(self) -> None:
         if "containerd" not in self.processes or not self.processes["containerd"].running():
@@ -428,7 +430,9 @@ state = "{w / "containerd-state"}"
         path.write_text(yaml.safe_dump(config))
         process = self._spawn("kube-proxy", [str(k8s_binary("kube-proxy")), f"--config={path}"])
         url = f"http://127.0.0.1:{self.ports['proxy-healthz']}/healthz"
-        self._wait(process, f"healthy on {url}", lambda: httpx.get(url, timeout=2).status_code == 200)
+        self._wait(
+            process, f"healthy on {url}", lambda: httpx.get(url, timeout=2).status_code == 200
+        )
 
     def _stop_kube_proxy(self) -> None:
         self._stop_process("kube-proxy")

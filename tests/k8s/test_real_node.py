@@ -1,0 +1,414 @@
+"""The render's workloads on a real Kubernetes node: containerd runs the containers, the
+kubelet applies their securityContext and volumes, runs their probes and restarts them,
+kube-proxy and CoreDNS carry a request from one Service to another.
+
+What kwok cannot show, shown here (tests/support/real_node.py):
+- the frontend and backend Deployments, Services and namespace, as rendered, become
+  Ready through their real probes, run as the rendered user with no capability on a
+  read-only root, and a request through the frontend's Service reaches the backend by
+  its Service name; their stdout lands in /var/log/pods in CRI format;
+- /crash makes the kubelet restart the backend until CrashLoopBackOff;
+- the same check fails, naming the cause, on three manifests broken on purpose: no
+  /tmp emptyDir, a wrong probe port, runAsNonRoot on an image whose USER is a name;
+- Elasticsearch's `config` init container, as rendered, copies the image's config into
+  the kubelet's emptyDir (root:1000, mode 2777 with fsGroup 1000) as uid 1000, while
+  the command the audit found (`cp -a .../config/. /config/`) fails there.
+
+Reads CI through the fixtures (tests/k8s/conftest.py): no skip with CI=true.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+
+from stack.versions import VERSIONS
+from tests.k8s.conftest import NodeCluster
+from tests.k8s.render import by_kind, dump, find
+from tests.support.kube_cluster import KubeCluster
+from tests.support.polling import GiveUp, PollTimeout, poll_until
+from tests.support.real_node import KUBELET_LOGS, gateway
+
+pytestmark = pytest.mark.node
+
+APPS = "obs-apps"
+MONITORING = "obs-monitoring"
+SERVICES = ("frontend", "backend")
+# A waiting reason that no amount of waiting fixes.
+HOPELESS = {
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "CrashLoopBackOff",
+    "ErrImageNeverPull",
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "RunContainerError",
+}
+# The init container command the audit found failing on a real node (issue #15): kept
+# here as the regression sample the rendered one is compared with.
+AUDITED_ES_INIT = (
+    "cp -a /usr/share/elasticsearch/config/. /config/ && "
+    "cp /obs-config/elasticsearch.yml /config/elasticsearch.yml"
+)
+
+# Run as the server's user after the init containers: what Elasticsearch needs of its
+# config folder at start (its files, and writing its keystore there).
+ES_CONFIG_CHECK = (
+    "cd /usr/share/elasticsearch/config; "
+    "cmp elasticsearch.yml /obs-config/elasticsearch.yml; "
+    "test -s jvm.options; test -s log4j2.properties; test -d jvm.options.d; "
+    "touch elasticsearch.keystore.tmp; rm elasticsearch.keystore.tmp; "
+    "echo config complete and writable as $(id -u)"
+)
+
+
+# --- applying and diagnosing ---------------------------------------------------------------
+
+
+def apply(cluster: KubeCluster, docs: list[dict]) -> None:
+    cluster.kubectl(
+        "apply", "--server-side", "--field-manager=obs-stack-test", "-f", "-", stdin=dump(docs)
+    )
+
+
+def pods(cluster: KubeCluster, namespace: str, selector: str) -> list[dict]:
+    return cluster.get_json("pods", "-n", namespace, "-l", selector)["items"]
+
+
+def container_log(pod: dict, container: str, lines: int = 15) -> str:
+    """The tail of the CRI log file the kubelet's runtime wrote for `container`."""
+    meta = pod["metadata"]
+    folder = KUBELET_LOGS / f"{meta['namespace']}_{meta['name']}_{meta['uid']}" / container
+    files = sorted(folder.glob("*.log"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
+    if not files:
+        return f"(no log file in {folder})"
+    return "\n".join(files[-1].read_text(errors="replace").splitlines()[-lines:])
+
+
+def diagnose(cluster: KubeCluster, namespace: str, selector: str) -> str:
+    """Each pod's phase, containers' states, events and log tails: a failure's message."""
+    report = []
+    for pod in pods(cluster, namespace, selector):
+        name = pod["metadata"]["name"]
+        status = pod.get("status", {})
+        report.append(f"pod {namespace}/{name}: {status.get('phase')}")
+        statuses = status.get("initContainerStatuses", []) + status.get("containerStatuses", [])
+        for c in statuses:
+            report.append(
+                f"  {c['name']}: ready={c.get('ready')} restarts={c.get('restartCount')} "
+                f"state={json.dumps(c.get('state'))} last={json.dumps(c.get('lastState'))}"
+            )
+            report.append("  log: " + container_log(pod, c["name"]).replace("\n", "\n  log: "))
+        events = cluster.kubectl(
+            "get", "events", "-n", namespace, "--field-selector",
+            f"involvedObject.name={name}", "-o", "custom-columns=REASON:.reason,MESSAGE:.message",
+            "--no-headers", check=False,
+        ).stdout  # fmt: skip
+        report.append("  events:\n    " + events.strip().replace("\n", "\n    "))
+    return "\n".join(report) or f"no pod matches {selector} in {namespace}"
+
+
+def wait_ready(cluster: KubeCluster, namespace: str, selector: str, count: int, timeout: float):
+    """Until `count` pods are Ready; fails at once on a hopeless waiting reason, and
+    with the diagnosis when time runs out."""
+
+    def ready() -> bool:
+        found = pods(cluster, namespace, selector)
+        for pod in found:
+            for c in pod.get("status", {}).get("containerStatuses", []):
+                reason = c.get("state", {}).get("waiting", {}).get("reason")
+                if reason in HOPELESS:
+                    raise GiveUp(f"{pod['metadata']['name']}/{c['name']}: {reason}")
+        ready_pods = [
+            p
+            for p in found
+            if any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in p.get("status", {}).get("conditions", [])
+            )
+        ]
+        return len(ready_pods) == count == len(found)
+
+    try:
+        poll_until(ready, f"{count} Ready pods {selector} in {namespace}", timeout, interval=1)
+    except (GiveUp, PollTimeout) as exc:
+        raise AssertionError(f"{exc}\n{diagnose(cluster, namespace, selector)}") from None
+
+
+# --- the render's apps on the node ---------------------------------------------------------
+
+
+def namespace_docs(render_docs: list[dict], namespace: str) -> list[dict]:
+    """The namespace itself and every namespaced object of the render in it."""
+    own = [d for d in render_docs if d["metadata"].get("namespace") == namespace]
+    return [find(render_docs, "Namespace", namespace), *own]
+
+
+@pytest.fixture(scope="module")
+def apps(real_node: NodeCluster, render_docs) -> KubeCluster:
+    """frontend and backend as rendered (Deployments, Services, RBAC) in obs-apps."""
+    cluster = real_node.cluster
+    apply(cluster, namespace_docs(render_docs, APPS))
+    for service in SERVICES:
+        replicas = find(render_docs, "Deployment", service, APPS)["spec"]["replicas"]
+        wait_ready(cluster, APPS, f"app.kubernetes.io/name={service}", replicas, timeout=240)
+    return cluster
+
+
+def test_the_node_runs_the_pinned_kubelet_and_containerd(real_node: NodeCluster):
+    node = real_node.cluster.get_json("node", real_node.node.name)
+    info = node["status"]["nodeInfo"]
+    assert info["kubeletVersion"] == VERSIONS["K8S_VERSION"]
+    runtime = VERSIONS["CONTAINERD_DEB_VERSION"].split("~")[0]
+    assert info["containerRuntimeVersion"].startswith(f"containerd://{runtime}"), info
+    addresses = {a["type"]: a["address"] for a in node["status"]["addresses"]}
+    # `kubectl logs` and `exec` reach the kubelet at this address.
+    assert addresses.get("InternalIP") == gateway(), addresses
+    print(f"\nreal node Ready {real_node.node.started_in:.1f} s after its start")
+
+
+def task_pid(real_node: NodeCluster, container_id: str) -> int:
+    """The host PID of a container's process, from containerd."""
+    cid = container_id.removeprefix("containerd://")
+    out = real_node.node.ctr("tasks", "ls").stdout
+    for line in out.splitlines()[1:]:
+        fields = line.split()
+        if fields and fields[0] == cid:
+            return int(fields[1])
+    raise AssertionError(f"containerd has no task {cid}:\n{out}")
+
+
+def proc_status(pid: int) -> dict[str, str]:
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return dict(line.split(":\t", 1) for line in lines if ":\t" in line)
+
+
+def root_mount_options(pid: int) -> list[str]:
+    for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines():
+        fields = line.split()
+        if fields[4] == "/":
+            return fields[5].split(",")
+    raise AssertionError(f"no root mount for pid {pid}")
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_each_pod_runs_as_rendered_and_ready_through_its_probes(
+    real_node: NodeCluster, apps: KubeCluster, render_docs, service
+):
+    spec = find(render_docs, "Deployment", service, APPS)["spec"]["template"]["spec"]
+    uid = str(spec["securityContext"]["runAsUser"])
+    for pod in pods(apps, APPS, f"app.kubernetes.io/name={service}"):
+        (status,) = pod["status"]["containerStatuses"]
+        assert status["ready"] and status["started"], status
+        assert status["restartCount"] == 0, diagnose(
+            apps, APPS, f"app.kubernetes.io/name={service}"
+        )
+        process = proc_status(task_pid(real_node, status["containerID"]))
+        assert process["Uid"].split() == [uid] * 4, process["Uid"]
+        assert int(process["CapEff"], 16) == 0, process["CapEff"]
+        assert process["NoNewPrivs"] == "1"
+        assert "ro" in root_mount_options(task_pid(real_node, status["containerID"]))
+
+
+def service_url(cluster: KubeCluster, namespace: str, name: str) -> str:
+    service = cluster.get_json("service", name, "-n", namespace)
+    port = service["spec"]["ports"][0]["port"]
+    return f"http://{service['spec']['clusterIP']}:{port}"
+
+
+def test_a_request_through_the_frontend_service_reaches_the_backend(apps: KubeCluster):
+    url = f"{service_url(apps, APPS, 'frontend')}/api/items"
+    # kube-proxy writes the Service's rules a moment after the endpoints are ready.
+    response = poll_until(
+        lambda: (r := httpx.get(url, timeout=5)).status_code == 200 and r,
+        f"200 from {url} (frontend Service -> backend.obs-apps.svc through CoreDNS)",
+        30,
+    )
+    items = response.json()
+    assert items, f"{url} answered {items!r}"
+
+    def backend_logged() -> bool:
+        return any(
+            " stdout " in line and "/api/items" in line
+            for pod in pods(apps, APPS, "app.kubernetes.io/name=backend")
+            for line in container_log(pod, "backend", 200).splitlines()
+        )
+
+    # containerd writes `<time> stdout F <line>` to the files Fluent Bit tails.
+    poll_until(backend_logged, "the backend's CRI log in /var/log/pods names /api/items", 20)
+
+
+def test_crash_makes_the_kubelet_restart_the_backend_until_crashloopbackoff(apps: KubeCluster):
+    selector = "app.kubernetes.io/name=backend"
+    pod = pods(apps, APPS, selector)[0]
+    name = pod["metadata"]["name"]
+
+    def state() -> dict:
+        return apps.get_json("pod", name, "-n", APPS)["status"]["containerStatuses"][0]
+
+    def crash_or_backoff():
+        current = state()
+        if current.get("state", {}).get("waiting", {}).get("reason") == "CrashLoopBackOff":
+            return current
+        if current.get("ready"):
+            ip = apps.get_json("pod", name, "-n", APPS)["status"]["podIP"]
+            httpx.post(f"http://{ip}:5001/crash", timeout=5)
+        return None
+
+    final = poll_until(crash_or_backoff, f"{name} in CrashLoopBackOff after /crash", 150, 1)
+    assert final["restartCount"] >= 2, final
+    assert final["lastState"]["terminated"]["exitCode"] != 0, final
+
+
+# --- the same checks on manifests broken on purpose ---------------------------------------
+
+
+def broken_backend(render_docs, namespace: str, breakage: str, image: str | None) -> list[dict]:
+    """The rendered backend Deployment in `namespace`, broken in one way."""
+    deployment = copy.deepcopy(find(render_docs, "Deployment", "backend", APPS))
+    deployment["metadata"]["namespace"] = namespace
+    deployment["spec"]["replicas"] = 1
+    spec = deployment["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    if breakage == "no /tmp emptyDir":
+        spec["volumes"] = [v for v in spec["volumes"] if v["name"] != "tmp"]
+        container["volumeMounts"] = [m for m in container["volumeMounts"] if m["name"] != "tmp"]
+    elif breakage == "wrong probe port":
+        container["readinessProbe"]["httpGet"]["port"] = 5999
+    elif breakage == "runAsNonRoot with a named USER":
+        for key in ("runAsUser", "runAsGroup"):
+            spec["securityContext"].pop(key)
+        container["image"] = image
+    namespace_doc = copy.deepcopy(find(render_docs, "Namespace", APPS))
+    namespace_doc["metadata"]["name"] = namespace
+    return [namespace_doc, deployment]
+
+
+# What the kubelet or the process says when each breakage stops the pod.
+BREAKAGES = {
+    "no /tmp emptyDir": re.compile(r"No usable temporary directory|Read-only file system"),
+    "wrong probe port": re.compile(r"Readiness probe failed: .*5999.*connection refused"),
+    "runAsNonRoot with a named USER": re.compile(r"runAsNonRoot and image has non-numeric user"),
+}
+
+
+@pytest.fixture(scope="module")
+def named_user_image(real_node: NodeCluster, images) -> str:
+    """The backend image with `USER app` (a name) instead of 10001:10001."""
+    import tempfile
+
+    name = "localhost/obs-stack-test/backend-named-user:1"
+    with tempfile.TemporaryDirectory() as context:
+        containerfile = Path(context) / "Containerfile"
+        containerfile.write_text(f"FROM {images['backend'].tag}\nUSER app\n")
+        real_node.podman.run(
+            "build", "--pull=never", "--tag", name, "--file", str(containerfile), context
+        )
+    real_node.load_image(name, name)
+    return name
+
+
+@pytest.mark.parametrize("breakage", list(BREAKAGES))
+def test_a_broken_manifest_fails_the_check_naming_the_cause(
+    real_node: NodeCluster, render_docs, named_user_image, breakage
+):
+    namespace = "obs-break-" + re.sub(r"[^a-z0-9]+", "-", breakage.lower()).strip("-")
+    cluster = real_node.cluster
+    apply(cluster, broken_backend(render_docs, namespace, breakage, named_user_image))
+    try:
+        with pytest.raises(AssertionError) as failure:
+            wait_ready(cluster, namespace, "app.kubernetes.io/name=backend", 1, timeout=60)
+        assert BREAKAGES[breakage].search(str(failure.value)), str(failure.value)
+    finally:
+        cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+# --- Elasticsearch's init container on the node --------------------------------------------
+
+
+def es_init_pod(render_docs, command: str | None) -> dict:
+    """A pod of the rendered Elasticsearch template: its init containers as rendered (or
+    `config` running `command`), then a check, as the server's user, that the config
+    folder is complete and writable where Elasticsearch writes its keystore."""
+    template = copy.deepcopy(find(render_docs, "StatefulSet", "elasticsearch", MONITORING))
+    spec = template["spec"]["template"]["spec"]
+    init = next(c for c in spec["initContainers"] if c["name"] == "config")
+    if command is not None:
+        init["command"] = ["bash", "-ec", command]
+    (server,) = spec["containers"]
+    config_mount = next(m for m in server["volumeMounts"] if m["name"] == "config")
+    spec["containers"] = [
+        {
+            "name": "check",
+            "image": server["image"],
+            "imagePullPolicy": "IfNotPresent",
+            "command": ["bash", "-ec", ES_CONFIG_CHECK],
+            "securityContext": server["securityContext"],
+            "resources": server["resources"],
+            "volumeMounts": [
+                config_mount,
+                {"name": "obs-config", "mountPath": "/obs-config", "readOnly": True},
+            ],
+        }
+    ]
+    # The data volume is a claim template; nothing here writes data.
+    spec["volumes"] = [v for v in spec["volumes"] if v["name"] in ("config", "obs-config")]
+    spec["restartPolicy"] = "Never"
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "es-init-" + ("rendered" if command is None else "audited"),
+            "namespace": MONITORING,
+            "labels": {"obs-stack.test/es-init": "rendered" if command is None else "audited"},
+        },
+        "spec": spec,
+    }
+
+
+def run_to_end(cluster: KubeCluster, pod: dict, timeout: float = 90) -> dict:
+    name, namespace = pod["metadata"]["name"], pod["metadata"]["namespace"]
+    cluster.kubectl("delete", "pod", name, "-n", namespace, "--ignore-not-found", "--wait=true")
+    apply(cluster, [pod])
+
+    def ended():
+        got = cluster.get_json("pod", name, "-n", namespace)
+        return got if got["status"].get("phase") in ("Succeeded", "Failed") else None
+
+    return poll_until(ended, f"pod {namespace}/{name} to end", timeout, 1)
+
+
+@pytest.fixture(scope="module")
+def es_namespace(real_node: NodeCluster, render_docs, elasticsearch_standin) -> KubeCluster:
+    docs = [find(render_docs, "Namespace", MONITORING)]
+    docs += [
+        d for d in by_kind(render_docs, "ConfigMap") if d["metadata"].get("namespace") == MONITORING
+    ]
+    apply(real_node.cluster, docs)
+    return real_node.cluster
+
+
+def test_elasticsearch_config_init_container_as_rendered_runs_on_the_node(
+    es_namespace, render_docs
+):
+    pod = run_to_end(es_namespace, es_init_pod(render_docs, None))
+    selector = "obs-stack.test/es-init=rendered"
+    assert pod["status"]["phase"] == "Succeeded", diagnose(es_namespace, MONITORING, selector)
+    assert "config complete and writable as 1000" in container_log(pod, "check")
+
+
+def test_the_audited_elasticsearch_init_command_fails_on_the_node(es_namespace, render_docs):
+    """The regression sample: this is what the render shipped before issue #15."""
+    pod = run_to_end(es_namespace, es_init_pod(render_docs, AUDITED_ES_INIT))
+    (init,) = [s for s in pod["status"]["initContainerStatuses"] if s["name"] == "config"]
+    assert pod["status"]["phase"] == "Failed", pod["status"]
+    assert init["state"]["terminated"]["exitCode"] == 1, init
+    assert "preserving times for '/config/.': Operation not permitted" in container_log(
+        pod, "config"
+    )
