@@ -273,6 +273,8 @@ class LocalStack:
                     "prometheus",
                     f"--config.file={self.run_dir / 'prometheus.yml'}",
                     f"--storage.tsdb.path={self.run_dir / 'prometheus-data'}",
+                    # A flag here: Debian's 2.42 has no storage.tsdb.retention in its
+                    # config file (v3 deprecates the flag for it: prometheus-kubernetes.yml).
                     "--storage.tsdb.retention.time=1d",
                     f"--web.listen-address=127.0.0.1:{p.prometheus}",
                     # Exemplars (trace ids on histogram buckets) are a feature flag in 2.x.

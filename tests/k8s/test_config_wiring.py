@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from stack.versions import prometheus_binary, promtool_binary
+
 REPO = Path(__file__).resolve().parents[2]
 PROMETHEUS_CONFIG = REPO / "prometheus" / "prometheus-kubernetes.yml"
 # The job names of the contract between the helpers (and of the local stack).
@@ -299,3 +301,111 @@ def kibana_container(render: list[dict]) -> dict:
     )
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     return container
+
+
+# --- Prometheus: no deprecated flag; retention in the config file --------------------------
+
+# What Prometheus v3.16.0 deprecates on its command line (github.com/prometheus/prometheus
+# v0.316.0, cmd/prometheus/main.go): the flags --storage.tsdb.retention.time and
+# --storage.tsdb.retention.size ("[DEPRECATED] ... use the storage.tsdb.retention.* field
+# in the config file instead") and --log.level ("Deprecated: set runtime.log_level in the
+# configuration file instead"); and these --enable-feature values (setFeatureListOptions):
+# auto-reload-config (deprecated: --config.auto-reload), extra-scrape-metrics and
+# xor2-encoding (being phased out for config settings), and the no-ops
+# promql-duration-expr, native-histograms, ooo-native-histograms and
+# promql-extended-range-selectors.
+DEPRECATED_PROMETHEUS_FLAGS = {
+    "--storage.tsdb.retention.time", "--storage.tsdb.retention.size", "--log.level",
+}  # fmt: skip
+DEPRECATED_PROMETHEUS_FEATURES = {
+    "auto-reload-config", "extra-scrape-metrics", "xor2-encoding", "promql-duration-expr",
+    "native-histograms", "ooo-native-histograms", "promql-extended-range-selectors",
+}  # fmt: skip
+
+
+def prometheus_container(render: list[dict]) -> dict:
+    deployment = next(
+        d for d in render if d["kind"] == "Deployment" and d["metadata"]["name"] == "prometheus"
+    )
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def deprecated_prometheus_args(args: list[str]) -> list[str]:
+    found = []
+    for arg in args:
+        flag, _, value = arg.partition("=")
+        if flag in DEPRECATED_PROMETHEUS_FLAGS:
+            found.append(arg)
+        if flag == "--enable-feature" and set(value.split(",")) & DEPRECATED_PROMETHEUS_FEATURES:
+            found.append(arg)
+    return found
+
+
+def test_prometheus_runs_with_no_deprecated_flag(render):
+    args = prometheus_container(render)["args"]
+    assert all(a.startswith("--") and "=" in a for a in args), args
+    assert deprecated_prometheus_args(args) == []
+    # The check sees the flags the Deployment had before they moved to the config file.
+    assert deprecated_prometheus_args(["--storage.tsdb.retention.time=2d"])
+
+
+def test_prometheus_keeps_its_retention_in_the_deployed_config_file(render):
+    config_map = next(
+        d
+        for d in render
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("prometheus-config-")
+    )
+    config = yaml.safe_load(config_map["data"]["prometheus.yml"])
+    retention = config["storage"]["tsdb"]["retention"]
+    assert retention == {"time": "2d", "size": "1GB"}
+    # Below the data emptyDir's limit, with room for the WAL and the head block.
+    volumes = next(
+        d for d in render if d["kind"] == "Deployment" and d["metadata"]["name"] == "prometheus"
+    )["spec"]["template"]["spec"]["volumes"]
+    (data,) = [v for v in volumes if v["name"] == "data"]
+    assert mebibytes("1Gi") <= mebibytes(data["emptyDir"]["sizeLimit"]) / 2
+
+
+def test_the_pinned_prometheus_deprecates_exactly_the_listed_flags():
+    """The list above against `prometheus --help` of the deployed release, when built."""
+    binary = prometheus_binary()
+    if not binary.is_file():
+        message = f"not built: {binary}; run `scripts/bootstrap.sh k8s`"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"{message} (CI=true: a missing binary is a failure)", pytrace=False)
+        pytest.skip(message)
+    result = subprocess.run(
+        [str(binary), "--help"], capture_output=True, text=True, timeout=60, check=False
+    )
+    text = result.stdout + result.stderr
+    # kingpin prints each flag, then its help indented below it.
+    flags = re.split(r"\n\s+(?=--[\w.-]+)", text)
+    deprecated = {
+        re.match(r"(--[\w.-]+)", block).group(1)
+        for block in flags
+        if block.startswith("--") and re.search(r"\bdeprecated\b", block, re.I)
+    }
+    assert deprecated == DEPRECATED_PROMETHEUS_FLAGS, text
+
+
+def test_promtool_accepts_the_deployed_config_file(render, tmp_path):
+    promtool = promtool_binary()
+    if not promtool.is_file():
+        message = f"not built: {promtool}; run `scripts/bootstrap.sh k8s`"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"{message} (CI=true: a missing binary is a failure)", pytrace=False)
+        pytest.skip(message)
+    config_map = next(
+        d
+        for d in render
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("prometheus-config-")
+    )
+    config = tmp_path / "prometheus.yml"
+    config.write_text(config_map["data"]["prometheus.yml"])
+    # --syntax-only: the rule files are checked where they are mounted by test_validate.py.
+    result = subprocess.run(
+        [str(promtool), "check", "config", "--syntax-only", str(config)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
