@@ -219,3 +219,119 @@ def test_the_local_overlays_are_valid(tmp_path, tools):
 def test_no_secret_is_committed_in_the_routing():
     text = ALERTMANAGER.read_text()
     assert "smtp_auth_password:" not in text
+
+
+# -- The alert e-mail links only to logs and traces that exist -------------------------------
+
+EMAIL_TEMPLATE = ALERTMANAGER.parent / "email.tmpl"
+SAVED_OBJECTS = REPO / "kibana" / "saved-objects.ndjson"
+KIBANA_SEARCH_LINK = re.compile(rf"{re.escape(links.KIBANA_URL)}/app/discover#/view/([^?\"]+)\?")
+JAEGER_SEARCH_LINK = re.compile(rf"{re.escape(links.JAEGER_URL)}/search\?service=([^&\"]*)&")
+
+
+def target_down_jobs() -> list[str]:
+    """Every job TargetDown can fire for: the scrape jobs of the Kubernetes config and of
+    the local stack's generated config."""
+    kubernetes = yaml.safe_load((REPO / "prometheus" / "prometheus-kubernetes.yml").read_text())
+    local = LocalStack(Path("/nonexistent"), Ports()).prometheus_config()
+    return sorted(
+        {j["job_name"] for config in (kubernetes, local) for j in config["scrape_configs"]}
+    )
+
+
+def saved_search_ids() -> set[str]:
+    objects = [json.loads(line) for line in SAVED_OBJECTS.read_text().splitlines() if line]
+    return {o["id"] for o in objects if o["type"] == "search"}
+
+
+def traced_services() -> set[str]:
+    """The services that send spans to Jaeger: OTEL_SERVICE_NAME of the containers (k8s/apps/)
+    and programs (the local stack) that export traces. Jaeger traces nothing of its own (no
+    service.telemetry.traces) and Prometheus neither (no tracing: section)."""
+    names = set()
+    for path in (REPO / "k8s" / "apps").glob("*.yaml"):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if not doc or doc["kind"] != "Deployment":
+                continue
+            for container in doc["spec"]["template"]["spec"]["containers"]:
+                env = {e["name"]: e.get("value") for e in container.get("env", [])}
+                if "OTEL_EXPORTER_OTLP_ENDPOINT" in env:
+                    names.add(env["OTEL_SERVICE_NAME"])
+    for program in LocalStack(Path("/nonexistent"), Ports()).services():
+        if program.env.get("OTEL_TRACES_EXPORTER") != "none":
+            names.add(program.env["OTEL_SERVICE_NAME"])
+    jaeger = yaml.safe_load((REPO / "jaeger" / "config.yaml").read_text())
+    assert "traces" not in jaeger["service"]["telemetry"]
+    kubernetes = yaml.safe_load((REPO / "prometheus" / "prometheus-kubernetes.yml").read_text())
+    assert "tracing" not in kubernetes
+    assert "tracing" not in LocalStack(Path("/nonexistent"), Ports()).prometheus_config()
+    return names
+
+
+def target_down_data(job: str) -> dict:
+    """Alertmanager's template data for one firing TargetDown of `job`, its labels and
+    annotations as the rule makes them."""
+    (rule,) = [r for r in alert_rules() if r["alert"] == "TargetDown"]
+    # The rule copies the job into `service`, unchanged.
+    assert re.fullmatch(
+        r'label_replace\(up == 0, "service", "\$1", "job", "\(\.\*\)"\)', rule["expr"].strip()
+    ), rule["expr"]
+    labels = {
+        "alertname": "TargetDown", "job": job, "service": job,
+        "instance": "10.0.0.7:9999", **rule["labels"],
+    }  # fmt: skip
+    annotations = {
+        key: value.replace("{{ $labels.job }}", job)
+        .replace("{{ $labels.service }}", job)
+        .replace("{{ $labels.instance }}", labels["instance"])
+        for key, value in rule["annotations"].items()
+    }
+    alert = {
+        "status": "firing", "labels": labels, "annotations": annotations,
+        "startsAt": "2026-01-01T12:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
+        "generatorURL": "http://localhost:9090/graph", "fingerprint": "0123456789abcdef",
+    }  # fmt: skip
+    common = {k: labels[k] for k in ("alertname", "service", "severity")}
+    return {
+        "receiver": "email", "status": "firing", "alerts": [alert],
+        "groupLabels": {"alertname": "TargetDown", "service": job}, "commonLabels": common,
+        "commonAnnotations": annotations, "externalURL": "http://localhost:9093",
+    }  # fmt: skip
+
+
+def render_email(amtool: str, data: dict, tmp_path: Path) -> dict[str, str]:
+    """The text and HTML parts of the e-mail, rendered by amtool from email.tmpl."""
+    data_file = tmp_path / "data.json"
+    data_file.write_text(json.dumps(data))
+    parts = {}
+    for part, kind in (("obs.text", "text"), ("obs.html", "html")):
+        result = run(
+            amtool, "template", "render", f"--template.glob={EMAIL_TEMPLATE}",
+            f'--template.text={{{{ template "{part}" . }}}}', f"--template.type={kind}",
+            f"--template.data={data_file}",
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+        parts[kind] = result.stdout
+    return parts
+
+
+def test_target_down_can_fire_for_the_stack_and_the_services():
+    jobs = target_down_jobs()
+    assert {"frontend", "backend", "prometheus", "jaeger", "kube-state-metrics"} <= set(jobs)
+    assert traced_services() == set(links.SERVICES)
+
+
+@pytest.mark.parametrize("job", target_down_jobs())
+def test_the_target_down_mail_links_only_to_logs_and_traces_that_exist(job, tools, tmp_path):
+    parts = render_email(tools.amtool, target_down_data(job), tmp_path)
+    searches, traced = saved_search_ids(), traced_services()
+    for kind, text in parts.items():
+        for search in KIBANA_SEARCH_LINK.findall(text):
+            assert search in searches, f"{kind} part: no saved search {search!r} for {job}"
+        for service in JAEGER_SEARCH_LINK.findall(text):
+            assert service in traced, f"{kind} part: {service!r} sends no traces ({job})"
+        # Where logs and traces exist, the mail does link to them.
+        if links.service_search_id(job) in searches:
+            assert KIBANA_SEARCH_LINK.findall(text) == [links.service_search_id(job)], kind
+        if job in traced:
+            assert JAEGER_SEARCH_LINK.findall(text) == [job], kind
