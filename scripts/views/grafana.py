@@ -512,18 +512,29 @@ def services_overview() -> dict:
     )
 
 
+# The labels that name one scrape target, and the only ones the "Scrape targets" table's
+# two queries keep: Grafana's merge transformation joins rows on every field that all of
+# its frames have (the label columns and Time), so a label that differs between the two
+# queries, such as __name__ (up vs scrape_duration_seconds), would keep every target on
+# two rows (tests/config/test_views.py simulates the merge).
+TARGET_LABELS = ("job", "instance")
+
+
 def stack_health() -> dict:
     layout = Layout()
     job = 'job=~"$job"'
     rate = "[$__rate_interval]"
+    by_target = f"max by ({', '.join(TARGET_LABELS)})"
     panels = [
         panel(
             layout,
             "table",
             "Scrape targets",
             [
-                prom(f"up{{{job}}}", instant=True, format="table"),
-                prom(f"scrape_duration_seconds{{{job}}}", instant=True, format="table"),
+                prom(f"{by_target} (up{{{job}}})", instant=True, format="table"),
+                prom(
+                    f"{by_target} (scrape_duration_seconds{{{job}}})", instant=True, format="table"
+                ),
             ],
             w=14,
             h=9,
@@ -534,7 +545,7 @@ def stack_health() -> dict:
                 {
                     "id": "organize",
                     "options": {
-                        "excludeByName": {"Time": True, "__name__": True},
+                        "excludeByName": {"Time": True},
                         "renameByName": {"Value #A": "up", "Value #B": "scrape seconds"},
                     },
                 },

@@ -374,3 +374,93 @@ def test_jaeger_ui_links_a_trace_to_its_logs():
     config = yaml.safe_load((REPO / "jaeger" / "config.yaml").read_text())
     ui = config["extensions"]["jaeger_query"]["ui"]
     assert ui["config_file"] == "${env:JAEGER_UI_CONFIG:-/etc/jaeger/ui-config.json}"
+
+
+# -- "Scrape targets": Grafana's merge of the two table queries -------------------------------
+
+# The table frame Grafana's Prometheus datasource makes of an instant query with format
+# "table" (packages/grafana-prometheus/src/result_transformer.ts, transformDFToTable): a
+# Time field, one field per label of the series, sorted, __name__ included when the series
+# has it, and "Value #<refId>" when the panel has several queries. The merge
+# transformation (packages/grafana-data/src/transformations/transformers/merge.ts) joins
+# the rows whose values agree on every field that all frames have; a label only one query
+# returns, or returns with other values, leaves rows unjoined. Read in grafana/grafana (the
+# stored copy, not at the pinned tag).
+# The labels of a scrape target: the local stack's static targets, and the Kubernetes
+# jobs' (relabelled namespace and pod, prometheus/prometheus-kubernetes.yml).
+TARGET_LABEL_SETS = {
+    "local": ("job", "instance"),
+    "kubernetes": ("job", "instance", "namespace", "pod"),
+}
+# The queries of the panel before issue #15: plain selectors, so __name__ differs.
+OLD_SCRAPE_QUERIES = ['up{job=~"$job"}', 'scrape_duration_seconds{job=~"$job"}']
+
+
+def series_labels(expr: str, target: dict[str, str]) -> dict[str, str]:
+    """The labels of the series `expr` returns for one target: an aggregation keeps its
+    `by` labels; a selector keeps the target's labels and the metric name."""
+    aggregation = re.fullmatch(r"\w+ by \(([\w, ]+)\) \((.+)\)", expr)
+    if aggregation:
+        kept = [name.strip() for name in aggregation.group(1).split(",")]
+        return {name: target[name] for name in kept if name in target}
+    selector = re.fullmatch(r"([a-zA-Z_:][\w:]*)\{[^}]*\}", expr)
+    assert selector, f"series_labels does not know the shape of {expr!r}"
+    return {**target, "__name__": selector.group(1)}
+
+
+def table_frame(ref_id: str, expr: str, targets: list[dict[str, str]]) -> list[dict]:
+    """A table frame as rows (field name -> value), every row with every field."""
+    series = [series_labels(expr, t) for t in targets]
+    names = sorted({name for labels in series for name in labels})
+    return [
+        {"Time": 1700000000000, **{n: s.get(n, "") for n in names}, f"Value #{ref_id}": 1.0}
+        for s in series
+    ]
+
+
+def grafana_merge(frames: list[list[dict]]) -> list[dict]:
+    """merge.ts on rows: the key is the values of the fields every frame has; a row joins an
+    earlier one of the same key if no field they share differs."""
+    fields = [set(frame[0]) for frame in frames if frame]
+    key_fields = sorted(set.intersection(*fields))
+    merged: dict[tuple, list[dict]] = {}
+    order: list[tuple[tuple, int]] = []
+    for frame in frames:
+        for row in frame:
+            key = tuple(row[f] for f in key_fields)
+            rows = merged.setdefault(key, [])
+            for existing in rows:
+                if all(existing[f] == row[f] for f in row if existing.get(f) is not None):
+                    existing.update(row)
+                    break
+            else:
+                rows.append(dict(row))
+                order.append((key, len(rows) - 1))
+    return [merged[key][index] for key, index in order]
+
+
+def scrape_targets_queries() -> list[str]:
+    dashboard = DASHBOARDS["stack-health.json"]
+    (table,) = [p for p in dashboard["panels"] if p["title"] == "Scrape targets"]
+    assert [t["id"] for t in table["transformations"]][:1] == ["merge"]
+    assert [t["refId"] for t in table["targets"]] == ["A", "B"]
+    return [t["expr"] for t in table["targets"]]
+
+
+def merged_scrape_targets(queries: list[str], label_names: tuple[str, ...]) -> list[dict]:
+    targets = [{name: f"{name}-{i}" for name in label_names} for i in range(3)]
+    frames = [table_frame(ref, expr, targets) for ref, expr in zip("AB", queries, strict=True)]
+    return grafana_merge(frames)
+
+
+@pytest.mark.parametrize("where", TARGET_LABEL_SETS)
+def test_the_scrape_targets_table_joins_up_and_scrape_duration_per_target(where):
+    rows = merged_scrape_targets(scrape_targets_queries(), TARGET_LABEL_SETS[where])
+    assert len(rows) == 3, rows
+    assert all({"Value #A", "Value #B", "job", "instance"} <= set(row) for row in rows), rows
+
+
+@pytest.mark.parametrize("where", TARGET_LABEL_SETS)
+def test_the_merge_simulation_shows_why_plain_selectors_do_not_join(where):
+    rows = merged_scrape_targets(OLD_SCRAPE_QUERIES, TARGET_LABEL_SETS[where])
+    assert len(rows) == 6 and not any({"Value #A", "Value #B"} <= set(r) for r in rows)
