@@ -7,9 +7,11 @@ Elasticsearch.
 from __future__ import annotations
 
 import copy
+import datetime
 import json
 import re
 from pathlib import Path
+from urllib.parse import quote, unquote
 
 import pytest
 import yaml
@@ -464,3 +466,110 @@ def test_the_scrape_targets_table_joins_up_and_scrape_duration_per_target(where)
 def test_the_merge_simulation_shows_why_plain_selectors_do_not_join(where):
     rows = merged_scrape_targets(OLD_SCRAPE_QUERIES, TARGET_LABEL_SETS[where])
     assert len(rows) == 6 and not any({"Value #A", "Value #B"} <= set(r) for r in rows)
+
+
+# -- Jaeger -> Kibana: the link's time window brackets the trace -------------------------------
+
+# jaeger-ui v1.76.0's rules for a "traces" link pattern, replayed
+# (packages/jaeger-ui/src/model/link-patterns.tsx computeTraceLink,
+# src/utils/stringSupplant.tsx encodedStringSupplant, src/utils/link-formatting.tsx):
+# every #{name | fn args | ...} names a number or string field of the trace (startTime,
+# endTime and duration in microseconds); computeTraceLink stores each parameter's
+# formatted value under its bare name (so a later format of the same name overwrites an
+# earlier one), then the template formats that stored value again (a format function
+# returns a value of the wrong type unchanged) and URL-encodes it with
+# encodeURIComponent.
+JAEGER_PARAMETER = re.compile(r"#\{([^{}]*)\}")
+
+
+def jaeger_format(value, function: str, *args: str):
+    if function == "add":
+        return value + int(args[0]) if isinstance(value, int) else value
+    if function == "epoch_micros_to_date_iso":
+        if not isinstance(value, int):
+            return value
+        moment = datetime.datetime.fromtimestamp(value / 1e6, tz=datetime.UTC)
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    raise AssertionError(f"jaeger-ui v1.76.0 has no format function {function!r}")
+
+
+def jaeger_parameter(text: str):
+    """(name, formatter or None), as getParameterAndFormatter splits `name | fn args`."""
+    name, *formats = [part.strip() for part in text.split("|")]
+
+    def apply(value):
+        for spec in formats:
+            function, *args = re.split(r" +", spec)
+            value = jaeger_format(value, function, *args)
+        return value
+
+    return name, (apply if formats else None)
+
+
+def jaeger_trace_link(url: str, trace: dict) -> str:
+    values = {}
+    for parameter in dict.fromkeys(JAEGER_PARAMETER.findall(url)):
+        name, formatter = jaeger_parameter(parameter)
+        assert isinstance(trace.get(name), (int, str)), f"the trace has no field {name!r}"
+        values[name] = formatter(trace[name]) if formatter else trace[name]
+
+    def supplant(match: re.Match) -> str:
+        name, formatter = jaeger_parameter(match.group(1))
+        value = values[name]
+        value = formatter(value) if formatter and value else value
+        return quote(str(value), safe="-_.!~*'()")
+
+    return JAEGER_PARAMETER.sub(supplant, url)
+
+
+def kibana_window(url: str) -> tuple[datetime.datetime, datetime.datetime]:
+    global_state = re.search(r"_g=\(time:\(from:'([^']+)',to:'([^']+)'\)\)", url)
+    assert global_state, f"no absolute time window in {url}"
+    start, end = (unquote(t).replace("Z", "+00:00") for t in global_state.groups())
+    return datetime.datetime.fromisoformat(start), datetime.datetime.fromisoformat(end)
+
+
+def a_trace(start: datetime.datetime, seconds: float) -> dict:
+    micros = int(start.timestamp() * 1e6)
+    duration = int(seconds * 1e6)
+    return {
+        "traceID": "4bf92f3577b34da6a3ce929d0e0e4736", "traceName": "frontend: GET /items",
+        "startTime": micros, "endTime": micros + duration, "duration": duration,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("seconds", [0.004, 2.5, 600.0])
+def test_the_kibana_link_of_a_trace_opens_on_a_window_around_it(seconds):
+    (pattern,) = JAEGER_UI["linkPatterns"]
+    start = datetime.datetime(2026, 3, 1, 23, 59, 58, 123000, tzinfo=datetime.UTC)
+    trace = a_trace(start, seconds)
+    url = jaeger_trace_link(pattern["url"], trace)
+    assert f"trace.id:{trace['traceID']}" in url
+    window_start, window_end = kibana_window(url)
+    end = start + datetime.timedelta(seconds=seconds)
+    # The whole trace, a little more, and not days of unrelated logs.
+    margin = datetime.timedelta(minutes=15)
+    assert start - margin <= window_start < start, (window_start, start)
+    assert end < window_end <= end + margin, (window_end, end)
+
+
+def test_the_replayed_rules_give_jaeger_uis_own_example():
+    """link-patterns.test.js of v1.76.0: startTime 1000 and endTime 3000000000000 through
+    epoch_micros_to_date_iso."""
+    url = jaeger_trace_link(
+        "http://example.com/?startTime=#{startTime | epoch_micros_to_date_iso}"
+        "&endTime=#{endTime | epoch_micros_to_date_iso}",
+        {"startTime": 1000, "endTime": 3000000000000},
+    )
+    assert url == (
+        "http://example.com/?startTime=1970-01-01T00%3A00%3A00.001Z"
+        "&endTime=1970-02-04T17%3A20%3A00.000Z"
+    )
+    # Why each bound of the Kibana window has its own parameter and ends on a string: a
+    # second format of #{startTime} replaces the first one's value, and a format that
+    # ends on a number is applied a second time when the template is filled.
+    iso = "epoch_micros_to_date_iso"
+    both = f"#{{startTime | add -1000000 | {iso}}}/#{{startTime | add 1000000 | {iso}}}"
+    last = "1970-01-01T00%3A00%3A06.000Z"
+    assert jaeger_trace_link(both, {"startTime": 5000000}) == f"{last}/{last}"
+    assert jaeger_trace_link("#{startTime | add 1000}", {"startTime": 5000}) == "7000"
