@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stack.versions import prometheus_binary, promtool_binary
+from stack.versions import VERSIONS, prometheus_binary, promtool_binary
 
 REPO = Path(__file__).resolve().parents[2]
 PROMETHEUS_CONFIG = REPO / "prometheus" / "prometheus-kubernetes.yml"
@@ -409,3 +409,17 @@ def test_promtool_accepts_the_deployed_config_file(render, tmp_path):
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_grafana_is_the_version_scripts_versions_env_pins(render):
+    deployment = next(
+        d for d in render if d["kind"] == "Deployment" and d["metadata"]["name"] == "grafana"
+    )
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    version = VERSIONS["GRAFANA_VERSION"]
+    assert container["image"] == f"docker.io/grafana/grafana:{version}"
+    labels = [
+        deployment["metadata"]["labels"],
+        deployment["spec"]["template"]["metadata"]["labels"],
+    ]
+    assert all(labels_["app.kubernetes.io/version"] == version for labels_ in labels)
