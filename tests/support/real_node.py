@@ -112,6 +112,32 @@ def _pids_mentioning(text: str) -> list[int]:
     return pids
 
 
+def _kube_chains(family: str) -> set[str]:
+    """(table, chain) names of the KUBE-* chains in iptables or ip6tables, as `table/chain`."""
+    chains, table = set(), ""
+    for line in _run([f"{family}-save"], f"{family}-save", check=False).stdout.splitlines():
+        if line.startswith("*"):
+            table = line[1:]
+        elif line.startswith(":KUBE-"):
+            chains.add(f"{table}/{line[1:].split()[0]}")
+    return chains
+
+
+def _sweep_chains(family: str, keep: set[str]) -> None:
+    """Remove the KUBE-* chains not in `keep`, and the jumps to them. kube-proxy's
+    --cleanup leaves KUBE-FIREWALL (its localnet guard) in place."""
+    for entry in sorted(_kube_chains(family) - keep):
+        table, chain = entry.split("/")
+        for builtin in ("INPUT", "OUTPUT", "FORWARD", "PREROUTING", "POSTROUTING"):
+            while _run([family, "-t", table, "-D", builtin, "-j", chain], "jump",
+                       check=False).returncode == 0:  # fmt: skip
+                pass
+        _run([family, "-t", table, "-F", chain], "flush", check=False)
+    for entry in sorted(_kube_chains(family) - keep):
+        table, chain = entry.split("/")
+        _run([family, "-t", table, "-X", chain], "delete chain", check=False)
+
+
 class RealNode:
     """start() joins the node to `cluster` and waits until it is Ready; stop() removes
     everything it made. Images must be imported (import_image) before pods use them."""
@@ -127,6 +153,7 @@ class RealNode:
         self.ports = {"kubelet": free_port(), "proxy-metrics": free_port(), "proxy-healthz": 0}
         self.ports["proxy-healthz"] = free_port()
         self._netns_before: set[str] = set()
+        self._chains_before: dict[str, set[str]] = {}
         self.started_in: float | None = None
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -147,6 +174,7 @@ class RealNode:
         began = time.monotonic()
         self.logs.mkdir(parents=True, exist_ok=True)
         self._netns_before = set(os.listdir("/run/netns")) if Path("/run/netns").is_dir() else set()
+        self._chains_before = {f: _kube_chains(f) for f in ("iptables", "ip6tables")}
         try:
             self._network()
             self._start_containerd()
@@ -255,6 +283,15 @@ class RealNode:
         _run(["ip", "link", "del", BRIDGE], "bridge", check=False)
         if Path(f"/sys/class/net/{BRIDGE}").exists():
             raise ClusterError(f"the bridge {BRIDGE} is still there")
+        left = []
+        for family in ("iptables", "ip6tables"):
+            _sweep_chains(family, self._chains_before.get(family, set()))
+            left += [
+                f"{family} {c}"
+                for c in sorted(_kube_chains(family) - self._chains_before.get(family, set()))
+            ]
+        if left:
+            raise ClusterError(f"chains left behind: {', '.join(left)}")
 
     # --- containerd ----------------------------------------------------------------------
 
@@ -355,6 +392,9 @@ state = "{w / "containerd-state"}"
             "imageGCHighThresholdPercent": 100,
             "imageGCLowThresholdPercent": 99,
             "serializeImagePulls": False,
+            # Its KUBE-FIREWALL and canary chains would outlive it on this machine;
+            # kube-proxy makes the rules Services need.
+            "makeIPTablesUtilChains": False,
         }
         path = self.workdir / "kubelet.yaml"
         path.write_text(yaml.safe_dump(config))
