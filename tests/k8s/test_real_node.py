@@ -19,6 +19,7 @@ Reads CI through the fixtures (tests/k8s/conftest.py): no skip with CI=true.
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import re
@@ -82,15 +83,15 @@ def pods(cluster: KubeCluster, namespace: str, selector: str) -> list[dict]:
 
 
 def container_log(pod: dict, container: str, lines: int = 8) -> str:
-    """The tail of the CRI log file the kubelet's runtime wrote for `container`."""
+    """The tail of the CRI log files the runtime wrote for `container`, one file per
+    start (0.log, 1.log, ...), read in that order."""
     meta = pod["metadata"]
     folder = KUBELET_LOGS / f"{meta['namespace']}_{meta['name']}_{meta['uid']}" / container
-    files = sorted(folder.glob("*.log"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
+    files = sorted(folder.glob("*.log"), key=lambda p: int(p.stem) if p.stem.isdigit() else -1)
     if not files:
         return f"(no log file in {folder})"
-    return "\n".join(
-        line[:400] for line in files[-1].read_text(errors="replace").splitlines()[-lines:]
-    )
+    text = "".join(f.read_text(errors="replace") for f in files)
+    return "\n".join(line[:400] for line in text.splitlines()[-lines:])
 
 
 def diagnose(cluster: KubeCluster, namespace: str, selector: str) -> str:
@@ -238,8 +239,10 @@ def test_a_request_through_the_frontend_service_reaches_the_backend(apps: KubeCl
         answered,
         f"200 from {url} (frontend Service -> backend.obs-apps.svc through CoreDNS)",
         30,
-        on_timeout=lambda: f"last answer: {answers[-1:]}\n"
-        + diagnose(apps, APPS, "app.kubernetes.io/name=frontend"),
+        on_timeout=lambda: (
+            f"last answer: {answers[-1:]}\n"
+            + diagnose(apps, APPS, "app.kubernetes.io/name=frontend")
+        ),
     )
     items = response.json()
     assert items, f"{url} answered {items!r}"
@@ -425,3 +428,111 @@ def test_the_audited_elasticsearch_init_command_fails_on_the_node(es_namespace, 
     assert "preserving times for '/config/.': Operation not permitted" in container_log(
         pod, "config"
     )
+
+
+# --- the Jobs' scripts on the node ----------------------------------------------------------
+
+
+def secret(stack_secrets: list[dict], namespace: str, name: str) -> dict:
+    return next(
+        s
+        for s in stack_secrets
+        if s["metadata"]["name"] == name and s["metadata"]["namespace"] == namespace
+    )
+
+
+def external_service(name: str, namespace: str, port: int, address: str, target: int) -> list[dict]:
+    """A Service without selector and the EndpointSlice that sends it to `address`: how
+    the Jobs on the node reach a server that runs on this machine, not in a pod."""
+    meta = {"name": name, "namespace": namespace}
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": meta,
+            "spec": {"ports": [{"name": "http", "port": port, "targetPort": target}]},
+        },
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {**meta, "labels": {"kubernetes.io/service-name": name}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [address], "conditions": {"ready": True}}],
+            "ports": [{"name": "http", "port": target, "protocol": "TCP"}],
+        },
+    ]
+
+
+@pytest.fixture(scope="module")
+def host_elasticsearch(real_node: NodeCluster, stack_secrets):
+    """The real Elasticsearch on the node's gateway, with the Secret's `elastic` password."""
+    from tests.support.host_elasticsearch import HostElasticsearch
+
+    credentials = secret(stack_secrets, MONITORING, "elasticsearch-credentials")
+    password = base64.b64decode(credentials["data"]["elastic-password"]).decode()
+    server = HostElasticsearch(gateway(), password)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+def first_failure(cluster: KubeCluster, namespace: str, selector: str, timeout: float):
+    """The Job's pod once it completed (None) or its container first exited non-zero."""
+
+    def ended():
+        for pod in pods(cluster, namespace, selector):
+            if pod["status"].get("phase") == "Succeeded":
+                return ("Succeeded", pod)
+            for c in pod["status"].get("containerStatuses", []):
+                for state in (c.get("state", {}), c.get("lastState", {})):
+                    if state.get("terminated", {}).get("exitCode", 0) != 0:
+                        return ("Failed", pod)
+        return None
+
+    try:
+        return poll_until(ended, f"the Job's pod {selector} to end", timeout, 1)
+    except PollTimeout as exc:
+        raise AssertionError(f"{exc}\n{diagnose(cluster, namespace, selector)}") from None
+
+
+def test_the_setup_job_runs_on_the_node_against_the_real_elasticsearch(
+    real_node: NodeCluster, es_namespace, host_elasticsearch, render_docs, stack_secrets
+):
+    """As far as the Maven distribution lets it: the integ-test-zip lacks the analysis
+    module that the security index needs, so the first native-realm write fails, and
+    the Job must stop there with Elasticsearch's own answer, as it would on any error."""
+    cluster = real_node.cluster
+    job = find(render_docs, "Job", "elasticsearch-setup", MONITORING)
+    apply(
+        cluster,
+        [
+            secret(stack_secrets, MONITORING, "elasticsearch-credentials"),
+            *external_service(
+                "elasticsearch", MONITORING, 9200, gateway(), host_elasticsearch.port
+            ),
+            job,
+        ],
+    )
+    selector = "app.kubernetes.io/name=elasticsearch-setup"
+    try:
+        outcome, pod = first_failure(cluster, MONITORING, selector, timeout=120)
+        log = container_log(pod, "setup", 40)
+        # Through CoreDNS and kube-proxy to the real server, as elastic: health answered.
+        assert "waiting for" not in log or outcome == "Succeeded", log
+        if outcome == "Succeeded":
+            assert "elasticsearch-setup: done" in log, log
+            return
+        direct = httpx.post(
+            f"{host_elasticsearch.url}/_security/user/kibana_system/_password",
+            json={"password": "x" * 12},
+            auth=("elastic", host_elasticsearch.password),
+            timeout=30,
+        )
+        reason = direct.json()["error"]["root_cause"][0]["reason"]
+        assert f"kibana_system password failed: HTTP {direct.status_code}" in log, log
+        assert reason in log, f"Elasticsearch says {reason!r}; the Job logged:\n{log}"
+        print(f"\nsetup Job stopped at Elasticsearch's answer: {direct.status_code} {reason}")
+    finally:
+        cluster.kubectl("delete", "job", "elasticsearch-setup", "-n", MONITORING,
+                        "--cascade=foreground", "--wait=false", check=False)  # fmt: skip
