@@ -9,6 +9,7 @@ Rendering needs kubectl (kustomize), no cluster.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 import shutil
@@ -423,3 +424,66 @@ def test_grafana_is_the_version_scripts_versions_env_pins(render):
         deployment["spec"]["template"]["metadata"]["labels"],
     ]
     assert all(labels_["app.kubernetes.io/version"] == version for labels_ in labels)
+
+
+# --- Jaeger: the in-memory store fits the pod's memory ---------------------------------------
+
+JAEGER_MEMORY = REPO / "docs" / "jaeger-memory.json"
+# Go's GOMEMLIMIT syntax (runtime/mgcpacer.go readGOMEMLIMIT, parseByteCount): a byte count
+# with an optional B, KiB, MiB, GiB or TiB suffix; anything else stops the program.
+GO_BYTE_UNITS = {"": 1, "B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
+
+
+def go_byte_count(value: str) -> int:
+    match = re.fullmatch(r"(\d+)(B|KiB|MiB|GiB|TiB)?", value)
+    assert match, f"GOMEMLIMIT={value!r} is not a byte count Go accepts"
+    return int(match.group(1)) * GO_BYTE_UNITS[match.group(2) or ""]
+
+
+def jaeger_budget(render: list[dict]) -> dict[str, int]:
+    deployment = next(
+        d for d in render if d["kind"] == "Deployment" and d["metadata"]["name"] == "jaeger"
+    )
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container.get("env", [])}
+    config_map = next(
+        d
+        for d in render
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("jaeger-config-")
+    )
+    config = yaml.safe_load(config_map["data"]["config.yaml"])
+    memory = config["extensions"]["jaeger_storage"]["backends"]["memstore"]["memory"]
+    assert "GOMEMLIMIT" in env, "Jaeger runs without GOMEMLIMIT: its heap may double"
+    return {
+        "limit": int(mebibytes(container["resources"]["limits"]["memory"]) * 2**20),
+        "gomemlimit": go_byte_count(env["GOMEMLIMIT"]),
+        "max_traces": memory["max_traces"],
+    }
+
+
+def test_jaegers_trace_store_fits_its_memory_limit(render):
+    """The arithmetic of jaeger/config.yaml, with the measured bytes per trace."""
+    budget = jaeger_budget(render)
+    measured = json.loads(JAEGER_MEMORY.read_text())
+    per_trace = measured["live_heap_bytes_per_trace"]
+    idle = measured["idle_live_heap_bytes"]
+    stored = budget["max_traces"] * per_trace
+    assert stored < budget["gomemlimit"] < budget["limit"], budget
+    # Room for Go's garbage (GOGC=100 lets the heap reach twice the live data before a
+    # collection) or for traces twice the measured average, without collecting constantly.
+    assert idle + 2 * stored <= budget["gomemlimit"], (budget, per_trace)
+    # What Go does not count (the binary's mapped code...) fits between the two, and the
+    # limit leaves Go's collector some slack (at most 85% of the container's limit).
+    first = measured["points"][0]
+    outside_go = first["rss_bytes"] - first["go_sys_bytes"]
+    assert budget["limit"] - budget["gomemlimit"] >= outside_go, (budget, outside_go)
+    assert budget["gomemlimit"] <= 0.85 * budget["limit"], budget
+    # The measurement stored fewer traces than the store keeps: no eviction skewed it.
+    assert measured["points"][-1]["traces"] < measured["max_traces_while_measuring"]
+
+
+def test_go_byte_counts_are_parsed_as_go_does():
+    assert go_byte_count("420MiB") == 420 * 2**20
+    assert go_byte_count("1073741824") == 2**30
+    with pytest.raises(AssertionError):
+        go_byte_count("420Mi")

@@ -536,3 +536,36 @@ def test_the_setup_job_runs_on_the_node_against_the_real_elasticsearch(
     finally:
         cluster.kubectl("delete", "job", "elasticsearch-setup", "-n", MONITORING,
                         "--cascade=foreground", "--wait=false", check=False)  # fmt: skip
+
+
+def test_the_import_job_runs_on_the_node_to_completion(
+    real_node: NodeCluster, es_namespace, render_docs, stack_secrets
+):
+    """Kibana cannot run here: a recording server on the node's gateway answers as
+    Kibana 8 does (tests/support/recorder.py). Everything else is real: the stand-in
+    image's bash and curl, the Job's securityContext and volumes, the Secret, the
+    ConfigMaps, CoreDNS and kube-proxy."""
+    from tests.support.recorder import Recorder, kibana
+
+    cluster = real_node.cluster
+    job = find(render_docs, "Job", "kibana-import", MONITORING)
+    selector = "app.kubernetes.io/name=kibana-import"
+    with Recorder(kibana(), host=gateway()) as server:
+        apply(
+            cluster,
+            [
+                secret(stack_secrets, MONITORING, "elasticsearch-credentials"),
+                *external_service("kibana", MONITORING, 5601, gateway(), server.port),
+                job,
+            ],
+        )
+        try:
+            outcome, _pod = first_failure(cluster, MONITORING, selector, timeout=120)
+            assert outcome == "Succeeded", diagnose(cluster, MONITORING, selector)
+        finally:
+            cluster.kubectl("delete", "job", "kibana-import", "-n", MONITORING,
+                            "--cascade=foreground", "--wait=false", check=False)  # fmt: skip
+    calls = [(r["method"], r["path"]) for r in server.requests]
+    assert ("POST", "/api/saved_objects/_import?overwrite=true") in calls, calls
+    saved = (Path(__file__).resolve().parents[2] / "kibana" / "saved-objects.ndjson").read_bytes()
+    assert any(saved.strip() in r["body"] for r in server.requests), "the ndjson was not sent"
