@@ -10,7 +10,9 @@ What this exercises and what it does not: the API objects (schema, defaulting, v
 admission (Pod Security included), RBAC, the controllers (Deployments make ReplicaSets and
 pods, StatefulSets make PVCs, the default ServiceAccount) and the scheduler (a pod too big
 for the node stays Pending). kwok runs no containers: images, commands, probes, config
-mounts and networking are not exercised.
+mounts and networking are not exercised there. For those, start it with kwok=False and
+join a real node to it (tests/support/real_node.py: kubelet, containerd, kube-proxy,
+CoreDNS).
 
 Usage:
     with KubeCluster(tmp_dir, kwok=True) as cluster:
