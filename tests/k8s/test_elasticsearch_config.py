@@ -41,11 +41,12 @@ OLD_COMMAND = (
     "cp -a /usr/share/elasticsearch/config/. /config/ "
     "&& cp /obs-config/elasticsearch.yml /config/elasticsearch.yml"
 )
-# The image's GC log (config/jvm.options of the 8.19.4 distribution; the integ-test zip
-# that `scripts/bootstrap.sh` installs names the file gc.log, the image logs/gc.log).
+# The image's GC log: config/jvm.options of the 8.19.4 distribution (the zip that
+# `scripts/bootstrap.sh` installs), a file name relative to the server JVM's working
+# directory, which its server CLI sets to the logs folder (lib/tools/server-cli,
+# ServerProcessBuilder.createProcess is given ServerArgs.logsDir).
 IMAGE_GC_LINE = (
-    "-Xlog:gc*,gc+age=trace,safepoint:file=logs/gc.log:utctime,level,pid,tags:"
-    "filecount=32,filesize=64m"
+    "-Xlog:gc*,gc+age=trace,safepoint:file=gc.log:utctime,level,pid,tags:filecount=32,filesize=64m"
 )
 # Room in the logs volume for what is not the GC log: the JVM's hs_err_pid*.log files
 # (-XX:ErrorFile=logs/...); the image's log4j2 configuration logs to the console.
@@ -299,7 +300,7 @@ def logs_size_limit() -> int:
 
 def image_gc_line() -> str:
     """The image's GC logging line: from the installed 8.19.4 distribution when there is
-    one (there the file is gc.log), else the image's as quoted above."""
+    one, else as quoted above."""
     installed = elasticsearch_home() / "config" / "jvm.options"
     if installed.exists():
         (line,) = [x for x in option_lines(installed) if x.startswith("-Xlog:gc")]
@@ -366,16 +367,16 @@ def java_log_outputs(java: Path, options: list[str], cwd: Path) -> dict[str, dic
 @pytest.mark.parametrize("image_file", ["as-shipped", "same-file"])
 def test_a_real_jvm_keeps_the_bounded_gc_log(image_file, tmp_path):
     """The JVM given the image's GC line, then this file's lines, as the server CLI orders
-    them; "same-file": the image's line naming our file (the case where the JVM would keep
-    the image's options if the file did not clear them first)."""
+    them (its working directory standing for the logs folder, so both name one file);
+    "same-file": the image's line naming our file by our name, the case where the JVM
+    would keep the image's options if the file did not clear them first."""
     java = java_home()
     if java is None or not (java / "bin" / "java").exists():
         skip_or_fail("no JVM (java on PATH, or ES_JAVA_HOME/JAVA_HOME)")
     ours = option_lines(GC_OPTIONS)
     ((our_path, expected),) = file_outputs(ours).items()
     # The JVM creates the log files when it starts: ours and the image's (relative to the
-    # working directory, as in the image) in tmp_path.
-    (tmp_path / "logs").mkdir()
+    # working directory) in tmp_path.
     local = str(tmp_path / "gc.log")
     image = image_gc_line()
     if image_file == "same-file":
