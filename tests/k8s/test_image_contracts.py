@@ -543,15 +543,10 @@ CHECKS: dict[str, Callable[[Use], list[str]]] = {
     "env": check_env,
 }
 
-# Real defects of the current render, for the k8s/ owner to fix (then remove the entry).
-KNOWN_DEFECTS = {
-    ("sizes", "elasticsearch"): (
-        "issue #15: Elasticsearch's heap dump on OutOfMemoryError "
-        "(-XX:+HeapDumpOnOutOfMemoryError, no HeapDumpPath in config/jvm.options of 8.19.4) "
-        "goes to the JVM's working directory, logs/ (ServerProcessBuilder), up to -Xmx512m, "
-        "on the 256Mi logs emptyDir (with the 5 x 32 MiB GC log: 673 MiB)"
-    ),
-}
+# Render defects found by a contract, each (check, image) with its reason, as strict
+# xfails until fixed. None open: Elasticsearch's heap dump on OutOfMemoryError went to
+# the 256Mi logs emptyDir until files/elasticsearch-gc.options pointed it at data/.
+KNOWN_DEFECTS: dict[tuple[str, str], str] = {}
 
 
 def cases() -> list:
@@ -671,11 +666,13 @@ def test_the_jvm_options_decide_what_elasticsearch_writes_to_logs(mutable):
     es["env"] = [e for e in es["env"] if e["name"] != "ES_JAVA_OPTS"]
     heap_dump, gc_log = (next(w for w in use.contract["writes"] if w.get("jvm_output") == o)
                          for o in ("heap_dump", "gc_log"))  # fmt: skip
-    assert jvm_writes(use, heap_dump) == [("/usr/share/elasticsearch/logs", None)]  # no -Xmx
+    # The mounted files/elasticsearch-gc.options sends it to data/ (no -Xmx: no size).
+    assert jvm_writes(use, heap_dump) == [("/usr/share/elasticsearch/data", None)]
+    # ES_JAVA_OPTS comes after jvm.options.d, so it wins.
     es["env"].append(
-        {"name": "ES_JAVA_OPTS", "value": "-Xmx1g -XX:HeapDumpPath=/usr/share/elasticsearch/data"}
+        {"name": "ES_JAVA_OPTS", "value": "-Xmx1g -XX:HeapDumpPath=/usr/share/elasticsearch/logs"}
     )
-    assert jvm_writes(use, heap_dump) == [("/usr/share/elasticsearch/data", 2**30)]
+    assert jvm_writes(use, heap_dump) == [("/usr/share/elasticsearch/logs", 2**30)]
     es["env"][-1]["value"] = "-Xlog:disable -Xlog:gc:file=/tmp/gc.log::filecount=1,filesize=1m"
     assert jvm_writes(use, gc_log) == [("/tmp", 2 * 2**20)]
 
