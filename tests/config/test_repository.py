@@ -5,9 +5,8 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from obs_tools.common.paths import REPO
 
 
 def test_yaml_files_pass_yamllint():

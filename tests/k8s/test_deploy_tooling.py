@@ -1,4 +1,4 @@
-"""scripts/k8s (`make up`, `status`, `open`, `down`) without a cluster: resource sums,
+"""tools/obs_tools/deploy (`make up`, `status`, `open`, `down`) without a cluster: resource sums,
 readiness rules, Secret values, the registry overlay (real `kubectl kustomize`), and
 the preflight's messages when tools are missing. The rollout against a real API server
 is tested where the control plane runs.
@@ -15,19 +15,16 @@ import shutil
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
-
-from k8s import __main__ as k8s_main
-from k8s import resources, rollout
-from k8s import secrets as k8s_secrets
-from k8s.__main__ import Deployment, _immutable_jobs, parse
-from k8s.contract import IMAGES, UIS
-from stack.versions import k8s_binary
-
-REPO = Path(__file__).resolve().parents[2]
+from obs_tools.common.paths import REPO
+from obs_tools.common.versions import k8s_binary
+from obs_tools.deploy import cli as k8s_main
+from obs_tools.deploy import resources, rollout
+from obs_tools.deploy import secrets as k8s_secrets
+from obs_tools.deploy.cli import Deployment, _immutable_jobs, parse
+from obs_tools.deploy.contract import IMAGES, UIS
 
 
 def deployment(name, replicas, containers, init=None, kind="Deployment", **extra):
@@ -287,9 +284,9 @@ def test_registry_overlay_renames_the_service_images(tmp_path):
 
 
 def run_cli(*args, path: str):
-    env = {**os.environ, "PATH": path, "PYTHONPATH": str(REPO / "scripts")}
+    env = {**os.environ, "PATH": path}
     return subprocess.run(
-        [sys.executable, "-m", "k8s", *args], capture_output=True, text=True, env=env,
+        [sys.executable, "-m", "obs_tools.deploy", *args], capture_output=True, text=True, env=env,
         timeout=60, cwd=REPO,
     )  # fmt: skip
 
@@ -393,7 +390,7 @@ def quick_start() -> str:
 
 def test_the_readme_quick_start_matches_the_code():
     """Its numbers are what the preflight computes from the render now; its commands are
-    Makefile targets and options `python -m k8s` has."""
+    Makefile targets and options `obs-deploy` has."""
     section = quick_start()
     rendered = subprocess.run(
         [kubectl_for_render(), "kustomize", str(REPO / "k8s")],

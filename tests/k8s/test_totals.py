@@ -1,4 +1,4 @@
-"""scripts/k8s/totals.py (the README's resource table) and the budget of the real k8s/
+"""tools/obs_tools/deploy/totals.py (the README's resource table) and the budget of the real k8s/
 render: every container has requests and limits, and the whole stack fits the
 4 CPU / 8 GiB Minikube that the README promises. Rendering needs kubectl (kustomize),
 no cluster.
@@ -9,16 +9,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 import yaml
-
-from k8s import resources, totals
-from k8s.__main__ import image_tag
-from k8s.contract import IMAGES
-
-REPO = Path(__file__).resolve().parents[2]
+from obs_tools.common.paths import REPO
+from obs_tools.deploy import resources, totals
+from obs_tools.deploy.cli import image_tag
+from obs_tools.deploy.contract import IMAGES
 
 
 def workload(kind, name, containers, init=(), **spec):
@@ -123,7 +120,7 @@ def test_the_readme_shows_the_current_totals(render):
     readme = (REPO / "README.md").read_text()
     line = f"Total requests: {needs.cpu_m:.0f}m CPU, {needs.memory / 2**20:.0f}Mi memory"
     assert line in readme, (
-        "README's resource totals are stale: paste `PYTHONPATH=scripts python -m k8s.totals "
+        "README's resource totals are stale: paste `obs-deploy totals "
         "--markdown` into its Kubernetes section"
     )
 

@@ -1,4 +1,4 @@
-"""Jaeger's memory per stored trace, measured: `python -m bench.jaeger_memory [JSON]`.
+"""Jaeger's memory per stored trace, measured: `python -m obs_tools.bench.jaeger_memory [JSON]`.
 
 Runs the real Jaeger (the binary of `make bootstrap`, on jaeger/config.yaml as the local
 stack starts it) and both services exporting to it, sends the load generator's request
@@ -33,11 +33,11 @@ from pathlib import Path
 import httpx
 import yaml
 
-from loadgen.engine import LoadSpec, run
-from loadgen.stats import RunStats
-from stack.components import LocalStack, Ports, Program
-from stack.versions import REPO, VERSIONS
-from stack.wait import poll_until
+from obs_tools.common.versions import REPO, VERSIONS
+from obs_tools.common.wait import poll_until
+from obs_tools.loadgen.engine import LoadSpec, run
+from obs_tools.loadgen.stats import RunStats
+from obs_tools.localstack.components import LocalStack, Ports, Program
 
 DEFAULT_JSON = REPO / "docs" / "jaeger-memory.json"
 # Cumulative traces after each step; the last must stay below max_traces (no eviction).
@@ -167,7 +167,9 @@ def measure(work: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.jaeger_memory", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m obs_tools.bench.jaeger_memory", description=__doc__
+    )
     parser.add_argument("json", nargs="?", type=Path, default=DEFAULT_JSON)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="jaeger-memory-") as work:

@@ -1,6 +1,6 @@
 """What each container of the k8s/ render requests and may use, and the totals.
 
-Usage: python -m k8s.totals [--markdown] [RENDER]   (scripts/ on the path)
+Usage: obs-deploy totals [--markdown] [RENDER]
 RENDER is the output of `kubectl kustomize k8s/` (a file, or - for stdin); without it,
 kubectl renders k8s/ itself. Reads no environment variables (kubectl reads KUBECONFIG,
 but rendering needs no cluster). The README's resource table is this command's
@@ -22,9 +22,10 @@ from pathlib import Path
 
 import yaml
 
+from obs_tools.common.paths import REPO
+
 from .resources import minikube_sizing, quantity, render_needs
 
-REPO = Path(__file__).resolve().parents[2]
 WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet", "Job")
 
 
@@ -140,7 +141,7 @@ def report(render_yaml: str, markdown: bool = False) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m k8s.totals", description=__doc__.split("\n", 1)[0]
+        prog="obs-deploy totals", description=__doc__.split("\n", 1)[0]
     )
     parser.add_argument("render", nargs="?", help="a render of k8s/ (file or -); default: k8s/")
     parser.add_argument("--markdown", action="store_true", help="a Markdown table")
@@ -163,7 +164,3 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     print(report(render_yaml, markdown=args.markdown))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""python -m views [--check]: write the generated views into the repository, or (with
+"""obs-views [--check]: write the generated views into the repository, or (with
 --check) exit 1 naming every file that differs from what would be generated.
 
 Writes grafana/dashboards/*.json and kibana/saved-objects.ndjson. Reads no
@@ -12,9 +12,10 @@ import json
 import sys
 from pathlib import Path
 
+from obs_tools.common.paths import REPO
+
 from . import grafana, kibana
 
-REPO = Path(__file__).resolve().parents[2]
 DASHBOARDS_DIR = REPO / "grafana" / "dashboards"
 SAVED_OBJECTS = REPO / "kibana" / "saved-objects.ndjson"
 RUNBOOKS_DIR = REPO / "docs" / "runbooks"
@@ -42,7 +43,7 @@ def stale_files(files: dict[Path, str]) -> list[str]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m views", description=__doc__)
+    parser = argparse.ArgumentParser(prog="obs-views", description=__doc__)
     parser.add_argument("--check", action="store_true", help="only report stale files")
     args = parser.parse_args(argv)
     files = render()
@@ -59,7 +60,3 @@ def main(argv=None) -> int:
         path.write_text(text)
     print(f"wrote {len(files)} files")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

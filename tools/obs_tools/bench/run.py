@@ -20,25 +20,21 @@ import contextlib
 import json
 import os
 import platform
-import signal
-import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-import httpx
-
-from stack.components import LocalStack, Ports, service_argv, service_env
-from stack.versions import REPO, VERSIONS, jaeger_binary
-from stack.wait import PollTimeout, free_port, poll_until
+from obs_tools.common.blackhole import BlackHole
+from obs_tools.common.processes import ManagedProcess
+from obs_tools.common.versions import REPO, VERSIONS, jaeger_binary
+from obs_tools.common.wait import PollTimeout, free_port, poll_until
+from obs_tools.localstack.components import LocalStack, Ports, service_argv, service_env
 
 WRK_SCRIPT = Path(__file__).with_name("wrk_report.lua")
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -83,102 +79,15 @@ VARIANTS = [
 ]
 
 
-class Process:
-    """One child process with its own log file and process group."""
-
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> None:
-        self.name = name
-        self.log_path = log_dir / f"{name}.log"
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            argv,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, **env},
-            cwd=REPO,
-            start_new_session=True,
-        )
-
-    def tail(self, lines: int = 30) -> str:
-        text = self.log_path.read_text(errors="replace").splitlines()[-lines:]
-        return f"--- last lines of {self.name} ({self.log_path}) ---\n" + "\n".join(text)
-
-    def wait_ready(self, url: str, timeout: float = 60.0) -> None:
-        def ready():
-            if self.proc.poll() is not None:
-                raise SystemExit(f"{self.name} exited with {self.proc.returncode}\n{self.tail()}")
-            return httpx.get(url, timeout=2.0).status_code == 200
-
-        poll_until(ready, f"{self.name} on {url}", timeout, on_timeout=self.tail)
-
-    def pids(self) -> list[int]:
-        """The process and its direct children (the gunicorn worker)."""
-        pid = self.proc.pid
-        try:
-            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        except FileNotFoundError:
-            children = []
-        return [pid, *map(int, children)]
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU of the process and its children so far, all threads."""
-        total = 0
-        for pid in self.pids():
-            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-                fields_ = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                total += int(fields_[11]) + int(fields_[12])  # utime, stime
-        return total / CLOCK_TICKS
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
-        self._log.close()
-
-
-class BlackHole:
-    """An OTLP endpoint that accepts connections, reads what it is sent, never answers."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self._held: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self._held.append(conn)
-            threading.Thread(target=self._drain, args=(conn,), daemon=True).start()
-
-    @staticmethod
-    def _drain(conn: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while conn.recv(65536):
-                pass
-
-    def close(self) -> None:
-        self.sock.close()
-        for conn in self._held:
-            conn.close()
+def ok_200(response) -> bool:
+    return response.status_code == 200
 
 
 @dataclass
 class Chain:
     variant: Variant
-    backend: Process
-    frontend: Process
+    backend: ManagedProcess
+    frontend: ManagedProcess
     runs: list[dict] = field(default_factory=list)
 
     @property
@@ -186,12 +95,12 @@ class Chain:
         return self.frontend.url
 
 
-def start_jaeger(run_dir: Path) -> tuple[Process, str]:
+def start_jaeger(run_dir: Path) -> tuple[ManagedProcess, str]:
     if not jaeger_binary().exists():
         raise SystemExit(f"Jaeger is not built ({jaeger_binary()}): run `make bootstrap`")
     stack = LocalStack(run_dir / "stack", Ports.free())
     program = next(p for p in stack.backends() if p.name == "jaeger")
-    jaeger = Process("jaeger", program.argv, program.env, run_dir)
+    jaeger = ManagedProcess("jaeger", program.argv, run_dir, env=program.env, cwd=REPO)
     poll_until(
         lambda: program.ready() if jaeger.proc.poll() is None else _died(jaeger),
         "jaeger health",
@@ -202,7 +111,7 @@ def start_jaeger(run_dir: Path) -> tuple[Process, str]:
     return jaeger, stack.jaeger_otlp_endpoint
 
 
-def _died(process: Process):
+def _died(process: ManagedProcess):
     raise SystemExit(f"{process.name} exited\n{process.tail()}")
 
 
@@ -211,17 +120,19 @@ def start_chain(variant: Variant, endpoint: str | None, run_dir: Path) -> Chain:
     if endpoint:
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint
     back_port, front_port = free_port(), free_port()
-    backend = Process(
+    backend = ManagedProcess(
         f"{variant.name}-backend",
         service_argv("backend", back_port),
-        service_env("backend", **env),
         run_dir,
+        env=service_env("backend", **env),
+        cwd=REPO,
     )
-    frontend = Process(
+    frontend = ManagedProcess(
         f"{variant.name}-frontend",
         service_argv("frontend", front_port),
-        service_env("frontend", BACKEND_URL=f"http://127.0.0.1:{back_port}", **env),
         run_dir,
+        env=service_env("frontend", BACKEND_URL=f"http://127.0.0.1:{back_port}", **env),
+        cwd=REPO,
     )
     backend.url = f"http://127.0.0.1:{back_port}"
     frontend.url = f"http://127.0.0.1:{front_port}"
@@ -281,7 +192,7 @@ def export_delay_s(variant: Variant) -> float:
     return float(raw or 5000) / 1000
 
 
-def settle(processes: list[Process], not_before: float = 0.0) -> float:
+def settle(processes: list[ManagedProcess], not_before: float = 0.0) -> float:
     """Wait, bounded, until `not_before` (a time.monotonic() value) has passed and the
     bench's processes are idle; returns the seconds waited."""
     started = time.monotonic()
@@ -301,7 +212,7 @@ def settle(processes: list[Process], not_before: float = 0.0) -> float:
     return time.monotonic() - started
 
 
-def measure(chain: Chain, seconds: float, connections: int, jaeger: Process | None) -> dict:
+def measure(chain: Chain, seconds: float, connections: int, jaeger: ManagedProcess | None) -> dict:
     wrk(chain.url, 1, max(2, connections))  # warm the pools after the other variants' turns
     before = (chain.frontend.cpu_seconds(), chain.backend.cpu_seconds())
     jaeger_before = jaeger.cpu_seconds() if jaeger else 0.0
@@ -516,7 +427,7 @@ def run(out: Path) -> dict:
     for old in run_dir.glob("*.log"):
         old.unlink()
 
-    processes: list[Process] = []
+    processes: list[ManagedProcess] = []
     blackhole = BlackHole()
     started = time.time()
     result: dict = {}
@@ -534,8 +445,12 @@ def run(out: Path) -> dict:
             processes += [chain.backend, chain.frontend]
             chains.append(chain)
         for chain in chains:
-            chain.backend.wait_ready(f"{chain.backend.url}/readyz")
-            chain.frontend.wait_ready(f"{chain.frontend.url}/readyz")
+            chain.backend.wait_http(
+                f"{chain.backend.url}/readyz", ok=lambda r: r.status_code == 200
+            )
+            chain.frontend.wait_http(
+                f"{chain.frontend.url}/readyz", ok=lambda r: r.status_code == 200
+            )
         own = {pid for p in processes for pid in p.pids()} | {os.getpid()}
         for chain in chains:
             wrk(chain.url, 2, connections)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import httpx
 
+from ..common.versions import REPO, elasticsearch_home
 from .components import ES_SYSTEM_USER, ES_USER, LocalStack
-from .versions import REPO, elasticsearch_home
 
 TEMPLATE_NAME = "obs-logs"
 TEMPLATE_FILE = REPO / "fluent-bit" / "index-template.json"
@@ -72,7 +72,7 @@ def prepare(stack: LocalStack) -> None:
     for sub in ("data", "logs"):
         (state / sub).mkdir(parents=True, exist_ok=True)
     with open(state / "config" / "elasticsearch.yml", "a") as config:
-        config.write("\n# Written by scripts/stack/elastic.py for this run.\n")
+        config.write("\n# Written by tools/obs_tools/localstack/elastic.py for this run.\n")
         config.write(_settings(stack, state))
 
     password = secrets.token_urlsafe(24)

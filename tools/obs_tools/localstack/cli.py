@@ -1,4 +1,4 @@
-"""Command line of the local stack: python -m stack {demo,services,mail}.
+"""Command line of the local stack: obs-stack {demo,services,mail}.
 
 Reads: OBS_RUN_DIR (default <repo>/.run), OBS_ES_HEAP, NO_COLOR (`services`: plain log
 prefixes), and for `mail` the mail dir of the last `make demo` run.
@@ -14,11 +14,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ..common.versions import REPO
+from ..common.wait import port_in_use
 from . import mailcatcher, runner
 from .components import ES_USER, LocalStack, Ports
 from .follow import LogFollower, log_offsets
-from .versions import REPO
-from .wait import port_in_use
 
 
 def run_dir() -> Path:
@@ -80,7 +80,7 @@ def services(_args) -> None:
 
 
 def demo(_args) -> None:
-    from loadgen.cli import background_argv
+    from obs_tools.loadgen.cli import background_argv
 
     stack = LocalStack(
         run_dir(),
@@ -124,7 +124,7 @@ def mail(args) -> None:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m stack", description=__doc__)
+    parser = argparse.ArgumentParser(prog="obs-stack", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="the whole local stack").set_defaults(func=demo)
     sub.add_parser("services", help="frontend and backend only").set_defaults(func=services)
@@ -134,7 +134,3 @@ def main(argv=None) -> None:
     mail_parser.set_defaults(func=mail)
     args = parser.parse_args(argv)
     args.func(args)
-
-
-if __name__ == "__main__":
-    main()

@@ -20,8 +20,8 @@ from pathlib import Path
 import httpx
 import yaml
 
-from .versions import REPO, VERSIONS, elasticsearch_home, jaeger_binary
-from .wait import free_port
+from ..common.versions import REPO, VERSIONS, elasticsearch_home, jaeger_binary
+from ..common.wait import free_port
 
 SERVICE_PYTHONPATH = os.pathsep.join(
     str(REPO / "services" / name) for name in ("telemetry", "frontend", "backend")
@@ -198,14 +198,14 @@ class LocalStack:
                 [
                     python,
                     "-m",
-                    "stack.mailcatcher",
+                    "obs_tools.localstack.mailcatcher",
                     "serve",
                     "--port",
                     str(p.smtp),
                     "--maildir",
                     str(self.mail_dir),
                 ],
-                {"PYTHONPATH": str(REPO / "scripts")},
+                {},
                 ready=smtp_ok(p.smtp),
                 priority=100,
             ),
@@ -290,7 +290,7 @@ class LocalStack:
                 Program(
                     "traffic",
                     self.traffic_argv,
-                    {"PYTHONPATH": str(REPO / "scripts")},
+                    {},
                     autostart=False,
                     priority=900,
                 )
@@ -301,7 +301,7 @@ class LocalStack:
         return self.services() if self.services_only else self.backends() + self.services()
 
     def _es_env(self) -> dict[str, str]:
-        from .versions import java_home
+        from ..common.versions import java_home
 
         env = {
             "ES_JAVA_OPTS": f"-Xms{os.environ.get('OBS_ES_HEAP', '512m')} "
@@ -351,7 +351,7 @@ class LocalStack:
             argv = [
                 sys.executable,
                 "-m",
-                "stack.log_forwarder",
+                "obs_tools.localstack.log_forwarder",
                 "--es-url",
                 self.url("elasticsearch"),
                 "--user",
@@ -363,7 +363,6 @@ class LocalStack:
                 str(self.log_dir / "frontend.log"),
                 str(self.log_dir / "backend.log"),
             ]
-            env["PYTHONPATH"] = str(REPO / "scripts")
         return Program("log-shipper", argv, env, autostart=False, priority=400)
 
     # -- config files ------------------------------------------------------------

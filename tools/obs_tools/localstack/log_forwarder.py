@@ -1,7 +1,7 @@
 """Local stand-in for Fluent Bit: tails the services' log files and ships each JSON
 line to Elasticsearch with the official client's bulk helper.
 
-Usage: python -m stack.log_forwarder --es-url URL --user U --password-file F
+Usage: python -m obs_tools.localstack.log_forwarder --es-url URL --user U --password-file F
                                      --state-dir DIR FILE [FILE ...]
 
 Reads no environment variables. It writes what fluent-bit/fluent-bit-local.conf
@@ -39,10 +39,12 @@ from pathlib import Path
 from elasticsearch import Elasticsearch, helpers
 from elasticsearch import exceptions as es_errors
 
+from obs_tools.common.paths import REPO
+
 INDEX_PREFIX = "obs-logs-"
 BATCH_LINES = 500
 FLUSH_SECONDS = 1.0
-FLUENT_BIT_CONF = Path(__file__).resolve().parents[2] / "fluent-bit" / "fluent-bit-local.conf"
+FLUENT_BIT_CONF = REPO / "fluent-bit" / "fluent-bit-local.conf"
 
 log = logging.getLogger("log_forwarder")
 
@@ -226,7 +228,7 @@ class Forwarder:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m stack.log_forwarder",
+        prog="python -m obs_tools.localstack.log_forwarder",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -1,6 +1,6 @@
 """Command line of the Kubernetes deployment: preflight, up, status, open, down.
 
-Usage: python -m k8s {preflight,up,status,open,down} [options]   (scripts/ on the path)
+Usage: obs-deploy {preflight,up,status,open,down} [options]
 Reads OBS_K8S_CONTEXT (kubectl context), OBS_KUBECTL (the kubectl to run; default the
 one on PATH), OBS_MINIKUBE_PROFILE (default minikube), MINIKUBE_HOME (where the disk
 check looks; default ~/.minikube), the Secret variables of k8s/secrets.py, and
@@ -22,14 +22,14 @@ from pathlib import Path
 
 import yaml
 
-from stack.wait import PollTimeout, poll_until, port_in_use
+from obs_tools.common.paths import REPO
+from obs_tools.common.wait import PollTimeout, poll_until, port_in_use
 
 from . import resources, rollout
 from .contract import IMAGES, NAMESPACES, SELECTOR, UIS, WORKLOAD_KINDS
 from .kubectl import DeployError, Kubectl, require_tool, run_tool
 from .secrets import SECRETS, consumers, ensure_secrets, not_in_table
 
-REPO = Path(__file__).resolve().parents[2]
 # The hostPath that Fluent Bit's DaemonSet keeps its tail DB and buffer in: it outlives
 # the pods (that is its point) and `down` too (tests/k8s checks it is the render's).
 FLUENT_BIT_STATE = "/var/lib/fluent-bit"
@@ -95,8 +95,8 @@ class Deployment:
         unknown = not_in_table(render_yaml)
         if unknown:
             raise DeployError(
-                "k8s/ refers to Secrets that `make up` does not create (scripts/k8s/secrets.py,"
-                " SECRETS): " + ", ".join(unknown)
+                "k8s/ refers to Secrets that `make up` does not create "
+                "(tools/obs_tools/deploy/secrets.py, SECRETS): " + ", ".join(unknown)
             )
         if self.minikube:
             needs = resources.render_needs(render_yaml, nodes=1)
@@ -546,7 +546,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 def parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m k8s", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="obs-deploy", description=__doc__.splitlines()[0])
+    # `totals` is handled by main() before this parser (totals.py has its own options).
     parser.add_argument("command", choices=["preflight", "up", "status", "open", "down"])
     parser.add_argument(
         "--skip-minikube",
@@ -591,7 +592,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["totals"]:
+        # The README's resource table; renders k8s/ only, needs no cluster.
+        from .totals import main as totals
+
+        return totals(argv[1:])
+    args = parse(argv)
     try:
         deployment = Deployment(args)
         if args.command == "preflight":
@@ -611,7 +618,3 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

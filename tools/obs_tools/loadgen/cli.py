@@ -1,4 +1,4 @@
-"""Command lines of the traffic scripts: python -m loadgen MODE [args].
+"""Command lines of the traffic scripts: obs-loadgen MODE [args].
 
 Modes match the scripts in scripts/: quick, generate, background, spike, continuous,
 plus `run` (the process behind `background` and the demo's traffic).
@@ -22,10 +22,11 @@ import sys
 import time
 from pathlib import Path
 
+from obs_tools.common.paths import REPO
+
 from .engine import LoadSpec, quick_plan, run
 from .stats import RunStats, format_table
 
-REPO = Path(__file__).resolve().parents[2]
 DEFAULT_TARGET = "http://localhost:5000"
 # Requests per second of continuous_traffic.sh; documented in the README.
 INTENSITIES = {"low": 1.0, "medium": 5.0, "high": 20.0}
@@ -56,7 +57,7 @@ non_negative_float = _number(float, "a number", 0, inclusive=True)
 
 
 def _parser(mode: str, description: str) -> argparse.ArgumentParser:
-    prog = os.environ.get("LOADGEN_PROG") or f"python -m loadgen {mode}"
+    prog = os.environ.get("LOADGEN_PROG") or f"obs-loadgen {mode}"
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument(
         "--target",
@@ -206,7 +207,8 @@ def cmd_run(argv: list[str]) -> int:
 
 def background_argv(target: str, rate: float = BACKGROUND_RATE) -> list[str]:
     """The `run` command line used by background_traffic.sh and by `make demo`."""
-    return [sys.executable, "-m", "loadgen", "run", "--target", target, "--rate", str(rate)]
+    return [sys.executable, "-m", "obs_tools.loadgen", "run", "--target", target,
+            "--rate", str(rate)]  # fmt: skip
 
 
 # -- background_traffic.sh -------------------------------------------------------
@@ -292,7 +294,7 @@ def cmd_background(argv: list[str]) -> int:
 def _start(args, files: dict[str, Path]) -> int:
     files["status"].unlink(missing_ok=True)
     argv = [*background_argv(args.target, args.rate), "--status-file", str(files["status"])]
-    env = dict(os.environ, PYTHONPATH=str(REPO / "scripts"))
+    env = dict(os.environ)
     with open(files["log"], "ab") as log:
         proc = subprocess.Popen(
             argv,
@@ -353,6 +355,6 @@ MODES = {
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in MODES:
-        print(f"usage: python -m loadgen {{{','.join(MODES)}}} [args]", file=sys.stderr)
+        print(f"usage: obs-loadgen {{{','.join(MODES)}}} [args]", file=sys.stderr)
         return 2
     return MODES[argv[0]](argv[1:])

@@ -1,7 +1,9 @@
-"""Start, watch and stop the real processes that integration and e2e tests run.
+"""One managed child process: started in its own process group with its own log file,
+watched, and stopped within a bound. Used by the tests (every real backend they run),
+the benchmark and the real node's components.
 
-Reads no environment variables. Every process writes to its own log file, so a failing
-test can name the component and show its last lines.
+Reads no environment variables. Every process writes to its own log file, so a failure
+can name the component and show its last lines.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from pathlib import Path
 
 import httpx
 
-from .polling import GiveUp, poll_until
+from .wait import GiveUp, poll_until
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 class ManagedProcess:
@@ -86,6 +90,24 @@ class ManagedProcess:
 
     def wait(self, timeout: float) -> int:
         return self.proc.wait(timeout=timeout)
+
+    def pids(self) -> list[int]:
+        """The process and its direct children (a gunicorn master's worker)."""
+        pid = self.proc.pid
+        try:
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except FileNotFoundError:
+            children = []
+        return [pid, *map(int, children)]
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU of the process and its direct children so far, all threads."""
+        total = 0
+        for pid in self.pids():
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])  # utime, stime
+        return total / CLOCK_TICKS
 
     def stop(self, timeout: float = 15.0) -> None:
         if self.running():

@@ -1,4 +1,4 @@
-"""Command line of `make bench`: `python -m bench run|report [JSON]`.
+"""Command line of `make bench`: `obs-bench run|report [JSON]`.
 
 Reads the BENCH_* variables through run.py (see there). The services' packages are put
 on sys.path the way the local stack's PYTHONPATH does, so /metrics can be timed
@@ -11,14 +11,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from stack.components import SERVICE_PYTHONPATH
-from stack.versions import REPO
+from obs_tools.common.versions import REPO
+from obs_tools.localstack.components import SERVICE_PYTHONPATH
 
 DEFAULT_JSON = REPO / "docs" / "benchmarks.json"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="obs-bench", description=__doc__)
     parser.add_argument("command", choices=["run", "report", "all"])
     parser.add_argument("json", nargs="?", type=Path, default=DEFAULT_JSON)
     args = parser.parse_args(argv)
@@ -32,7 +32,3 @@ def main(argv: list[str] | None = None) -> int:
 
         report(args.json)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,8 +11,7 @@ import shutil
 import sys
 from pathlib import Path
 
-SCRIPTS = Path(__file__).resolve().parents[1]
-REPO = SCRIPTS.parent
+from .paths import REPO, VERSIONS_ENV
 
 
 def _parse(path: Path) -> dict[str, str]:
@@ -25,7 +24,7 @@ def _parse(path: Path) -> dict[str, str]:
     return values
 
 
-VERSIONS = _parse(SCRIPTS / "versions.env")
+VERSIONS = _parse(VERSIONS_ENV)
 
 
 def cache_dir() -> Path:

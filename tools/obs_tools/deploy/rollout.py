@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from stack.wait import GiveUp, PollTimeout, poll_until
+from obs_tools.common.wait import GiveUp, PollTimeout, poll_until
 
 from .contract import SELECTOR, WORKLOAD_KINDS
 from .kubectl import DeployError, Kubectl

@@ -2,9 +2,9 @@
 alert e-mails of the local stack.
 
 Usage:
-  python -m stack.mailcatcher serve --port 1025 --maildir DIR
-  python -m stack.mailcatcher list --maildir DIR
-  python -m stack.mailcatcher show N --maildir DIR
+  python -m obs_tools.localstack.mailcatcher serve --port 1025 --maildir DIR
+  python -m obs_tools.localstack.mailcatcher list --maildir DIR
+  python -m obs_tools.localstack.mailcatcher show N --maildir DIR
 
 Reads no environment variables. Messages are stored one per file (NNNNNN.eml, in
 arrival order), written atomically, so readers never see half a message.
@@ -117,7 +117,7 @@ def serve(host: str, port: int, maildir: Path) -> None:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m stack.mailcatcher",
+        prog="python -m obs_tools.localstack.mailcatcher",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
