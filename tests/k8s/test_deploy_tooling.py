@@ -20,11 +20,12 @@ import pytest
 import yaml
 from obs_tools.common.paths import REPO
 from obs_tools.common.versions import k8s_binary
-from obs_tools.deploy import cli as k8s_main
-from obs_tools.deploy import resources, rollout
+from obs_tools.deploy import cli, resources, rollout
+from obs_tools.deploy import deployment as k8s_main
 from obs_tools.deploy import secrets as k8s_secrets
-from obs_tools.deploy.cli import Deployment, _immutable_jobs, parse
+from obs_tools.deploy.cli import parse
 from obs_tools.deploy.contract import IMAGES, UIS
+from obs_tools.deploy.deployment import Deployment, _immutable_jobs
 
 
 def deployment(name, replicas, containers, init=None, kind="Deployment", **extra):
@@ -418,7 +419,7 @@ def test_the_readme_quick_start_matches_the_code():
     targets = set(re.findall(r"^([a-z-]+):", (REPO / "Makefile").read_text(), re.M))
     used = set(re.findall(r"(?:^|`)make ([a-z-]+)", section, re.M))
     assert used and used <= targets, used - targets
-    options = {a for action in k8s_main.parser()._actions for a in action.option_strings}
+    options = {a for action in cli.parser()._actions for a in action.option_strings}
     # Options in UP_ARGS="..." and in `--option` prose (not other tools' flags).
     shown = {
         option

@@ -24,7 +24,7 @@ import pytest
 import yaml
 from obs_tools.common.paths import REPO
 from obs_tools.common.versions import k8s_binary
-from obs_tools.deploy import cli as k8s_main
+from obs_tools.deploy import deployment as k8s_main
 from obs_tools.deploy import resources
 from obs_tools.deploy.contract import IMAGES
 from obs_tools.deploy.secrets import SECRETS, referenced_secret_keys

@@ -14,8 +14,7 @@ import pytest
 import yaml
 from obs_tools.common.paths import REPO
 from obs_tools.deploy import resources, totals
-from obs_tools.deploy.cli import image_tag
-from obs_tools.deploy.contract import IMAGES
+from obs_tools.deploy.contract import IMAGES, image_tag
 
 
 def workload(kind, name, containers, init=(), **spec):

@@ -1,12 +1,15 @@
 """What this tooling expects of the k8s/ render, in one place. Reads no environment variables.
 
 `kubectl apply -k k8s/` deploys everything; every object carries PART_OF; the
-namespaces, images and UIs below must match the manifests.
+namespaces, images and UIs below must match the manifests, and the images' tags the
+services' versions (image_tag, read from services/*/pyproject.toml).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from obs_tools.common.paths import REPO
 
 PART_OF_LABEL = "app.kubernetes.io/part-of"
 PART_OF = "obs-stack"
@@ -28,6 +31,16 @@ IMAGES = (
     Image("frontend", "obs-frontend", "frontend/Dockerfile"),
     Image("backend", "obs-backend", "backend/Dockerfile"),
 )
+
+
+def image_tag(service: str) -> str:
+    """The services' version (their pyproject.toml) tags their images."""
+    text = (REPO / "services" / service / "pyproject.toml").read_text()
+    return next(
+        line.split("=", 1)[1].strip().strip('"')
+        for line in text.splitlines()
+        if line.startswith("version")
+    )
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,14 @@ command line (they go to kubectl on stdin) unless --show-secrets.
 
 A variable that changes a value already in the cluster is a credential change:
 ensure_secrets returns those keys, and `make up` re-runs the Jobs and restarts the
-workloads that read them (consumers(); containers read Secrets only when they start).
-Except a key marked fixed (elastic-password: Elasticsearch takes it only when its data
-is first created), which is refused before any Secret is written.
+workloads that read them (readers(), rerun_jobs(), restart_readers(); containers read
+Secrets only when they start). Except a key marked fixed (elastic-password:
+Elasticsearch takes it only when its data is first created), which is refused before
+any Secret is written.
+
+Also the Secret steps of the other commands: preflight refuses a render that refers to
+a Secret this table does not create (check_table), and `make down` deletes exactly the
+Secrets of this table (delete_secrets).
 """
 
 from __future__ import annotations
@@ -24,8 +29,11 @@ from dataclasses import dataclass
 
 import yaml
 
-from .contract import PART_OF, PART_OF_LABEL
+from .contract import PART_OF, PART_OF_LABEL, WORKLOAD_KINDS
 from .kubectl import DeployError, Kubectl
+
+# (kind, namespace, name) of a workload or Job of the render.
+Reader = tuple[str, str, str]
 
 
 @dataclass(frozen=True)
@@ -221,7 +229,7 @@ def pod_secret_refs(doc: dict, optional: bool = False) -> set[tuple[str, str | N
     return found
 
 
-def consumers(render_yaml: str, changed: set[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+def consumers(render_yaml: str, changed: set[tuple[str, str, str]]) -> list[Reader]:
     """(kind, namespace, name) of the render's workloads and Jobs whose pods read one of
     the changed (namespace, secret, key), in render order."""
     found = []
@@ -262,3 +270,59 @@ def not_in_table(render_yaml: str) -> list[str]:
         elif key is not None and key not in keys:
             problems.append(f"key {key!r} of Secret {namespace}/{name}")
     return problems
+
+
+def check_table(render_yaml: str) -> None:
+    """Preflight: the render must need no Secret or key that SECRETS does not create."""
+    unknown = not_in_table(render_yaml)
+    if unknown:
+        raise DeployError(
+            "k8s/ refers to Secrets that `make up` does not create "
+            "(tools/obs_tools/deploy/secrets.py, SECRETS): " + ", ".join(unknown)
+        )
+
+
+def readers(
+    render_yaml: str, changed: set[tuple[str, str, str]]
+) -> tuple[list[Reader], list[Reader]]:
+    """(Jobs, other workloads) of the render whose pods read a changed credential."""
+    found = consumers(render_yaml, changed) if changed else []
+    jobs = [r for r in found if r[0] == "Job"]
+    workloads = [r for r in found if r[0] in WORKLOAD_KINDS and r[0] != "Job"]
+    return jobs, workloads
+
+
+def rerun_jobs(
+    kubectl: Kubectl,
+    say: Callable[[str], None],
+    changed: set[tuple[str, str, str]],
+    jobs: list[Reader],
+) -> None:
+    """A finished Job never runs again: delete the ones that read a changed
+    credential (elasticsearch-setup sets the users' passwords), so that the apply
+    creates them anew and they run with the new values."""
+    say(f"  Credentials changed: {', '.join('/'.join(c) for c in sorted(changed))}.")
+    for _, namespace, name in jobs:
+        say(f"  job/{name} ({namespace}) reads them: deleting it so that it runs again")
+        kubectl.run(
+            "delete", "job", name, "-n", namespace, "--ignore-not-found", "--wait",
+            "--timeout=120s", timeout=150,
+        )  # fmt: skip
+
+
+def restart_readers(kubectl: Kubectl, say: Callable[[str], None], workloads: list[Reader]) -> None:
+    """Containers read a Secret's values at start (environment variables): restart
+    the workloads that read a changed one, so they use the new values."""
+    for kind, namespace, name in workloads:
+        say(f"  {kind.lower()}/{name} ({namespace}) reads a changed credential: restarting it")
+        kubectl.run("rollout", "restart", f"{kind.lower()}/{name}", "-n", namespace, timeout=60)
+
+
+def delete_secrets(kubectl: Kubectl) -> None:
+    """`make down`: delete the Secrets `make up` made, by name, as `down` deletes
+    everything (not by label)."""
+    for spec in SECRETS:
+        kubectl.run(
+            "delete", "secret", spec.name, "-n", spec.namespace, "--ignore-not-found",
+            timeout=60,
+        )  # fmt: skip
