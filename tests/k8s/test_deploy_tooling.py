@@ -384,12 +384,12 @@ def test_the_secrets_table_is_exactly_what_k8s_refers_to():
 
 
 def quick_start() -> str:
-    readme = (REPO / "README.md").read_text()
-    start = readme.index("## Quick start on Minikube")
-    return readme[start : readme.index("\n## ", start + 1)]
+    page = (REPO / "docs" / "kubernetes.md").read_text()
+    start = page.index("## Quick start on Minikube")
+    return page[start : page.index("\n## ", start + 1)]
 
 
-def test_the_readme_quick_start_matches_the_code():
+def test_the_kubernetes_quick_start_matches_the_code():
     """Its numbers are what the preflight computes from the render now; its commands are
     Makefile targets and options `obs-deploy` has."""
     section = quick_start()
@@ -431,7 +431,7 @@ def test_the_readme_quick_start_matches_the_code():
 
 
 def test_open_refuses_when_a_local_port_is_taken(tmp_path):
-    """`make open` forwards fixed ports (the ones the README lists): one already taken
+    """`make open` forwards fixed ports (the ones docs/kubernetes.md lists): one already taken
     is named before anything starts, instead of a port-forward dying later."""
     kubectl = kubectl_for_render()
     jaeger = next(ui for ui in UIS if ui.title == "Jaeger")
@@ -495,7 +495,8 @@ def test_the_default_rollout_timeout_outlasts_every_inner_wait():
     assert parse(["up"]).timeout >= waits[longest] + pulls, (longest, waits[longest])
     # Breaking it on purpose: the old default is shorter than the import's wait.
     assert waits[longest] + pulls > 600
-    assert f"{k8s_main.DEFAULT_TIMEOUT:g} by default" in (REPO / "README.md").read_text()
+    page = (REPO / "docs" / "kubernetes.md").read_text()
+    assert f"{k8s_main.DEFAULT_TIMEOUT:g} by default" in page
 
 
 def test_down_names_the_hostpath_fluent_bit_keeps_its_state_in():
@@ -511,8 +512,8 @@ def test_down_names_the_hostpath_fluent_bit_keeps_its_state_in():
     assert volumes[state["name"]]["hostPath"]["path"] == k8s_main.FLUENT_BIT_STATE
     note = k8s_main.state_left_note("obs-test")
     assert f"minikube -p obs-test ssh -- sudo rm -rf {k8s_main.FLUENT_BIT_STATE}" in note
-    readme = (REPO / "README.md").read_text()
-    assert f"minikube ssh -- sudo rm -rf {k8s_main.FLUENT_BIT_STATE}" in readme
+    page = (REPO / "docs" / "kubernetes.md").read_text()
+    assert f"minikube ssh -- sudo rm -rf {k8s_main.FLUENT_BIT_STATE}" in page
 
 
 class ClusterSecretsKubectl(RecordingKubectl):

@@ -180,7 +180,7 @@ def test_up_rolls_out_everything_status_shows_it_and_down_removes_only_ours(clus
     }
     assert {k: v for k, v in counts.items() if v[0] < v[1] or v[1] < 1} == {}, counts
 
-    # Another cluster's way (README: UP_ARGS="--skip-minikube --registry ..."): only our
+    # Another cluster's way (docs/kubernetes.md: UP_ARGS="--skip-minikube --registry ..."): only our
     # two images are renamed.
     for image in IMAGES:
         live = cluster.get_json("deployment", image.service, "-n", "obs-apps")
