@@ -10,7 +10,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from obs_tools.common.paths import REPO
 
 from tests.support.metrics import samples
 from tests.support.polling import free_port, poll_until
@@ -18,7 +17,7 @@ from tests.support.services import start_service
 
 pytestmark = pytest.mark.integration
 
-SCRIPTS = REPO / "scripts"
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
 
 @pytest.fixture(scope="module")

@@ -22,11 +22,12 @@ import tempfile
 from pathlib import Path
 
 import httpx
-from obs_tools.common.processes import ManagedProcess
-from obs_tools.common.versions import elasticsearch_home, java_home
-from obs_tools.localstack.components import ES_SYSTEM_USER
+
+from stack.components import ES_SYSTEM_USER
+from stack.versions import elasticsearch_home, java_home
 
 from .polling import free_port
+from .processes import ManagedProcess
 
 
 class HostElasticsearch:

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from obs_tools.common.processes import ManagedProcess
-from obs_tools.localstack.components import service_argv, service_env
+from stack.components import service_argv, service_env
+
+from .processes import ManagedProcess
 
 
 def start_service(name: str, module: str, port: int, log_dir: Path, **env: str) -> ManagedProcess:

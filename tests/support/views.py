@@ -16,8 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from obs_tools.common.paths import REPO
-
+REPO = Path(__file__).resolve().parents[2]
 DASHBOARDS_DIR = REPO / "grafana" / "dashboards"
 SAVED_OBJECTS = REPO / "kibana" / "saved-objects.ndjson"
 DATASOURCES = REPO / "grafana" / "datasources.yaml"
