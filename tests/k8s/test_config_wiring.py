@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from stack.versions import VERSIONS, prometheus_binary, promtool_binary
+from tests.k8s.conftest import require_k8s_binaries
 
 REPO = Path(__file__).resolve().parents[2]
 PROMETHEUS_CONFIG = REPO / "prometheus" / "prometheus-kubernetes.yml"
@@ -371,11 +372,7 @@ def test_prometheus_keeps_its_retention_in_the_deployed_config_file(render):
 def test_the_pinned_prometheus_deprecates_exactly_the_listed_flags():
     """The list above against `prometheus --help` of the deployed release, when built."""
     binary = prometheus_binary()
-    if not binary.is_file():
-        message = f"not built: {binary}; run `scripts/bootstrap.sh k8s`"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"{message} (CI=true: a missing binary is a failure)", pytrace=False)
-        pytest.skip(message)
+    require_k8s_binaries(["prometheus"])
     result = subprocess.run(
         [str(binary), "--help"], capture_output=True, text=True, timeout=60, check=False
     )
@@ -392,11 +389,7 @@ def test_the_pinned_prometheus_deprecates_exactly_the_listed_flags():
 
 def test_promtool_accepts_the_deployed_config_file(render, tmp_path):
     promtool = promtool_binary()
-    if not promtool.is_file():
-        message = f"not built: {promtool}; run `scripts/bootstrap.sh k8s`"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"{message} (CI=true: a missing binary is a failure)", pytrace=False)
-        pytest.skip(message)
+    require_k8s_binaries(["promtool"])
     config_map = next(
         d
         for d in render
