@@ -27,13 +27,13 @@ bootstrap-k8s: ## Build a Kubernetes control plane, kwok, KSM, Prometheus 3 tool
 	scripts/bootstrap.sh k8s
 
 services: bootstrap-python ## Run frontend (:5000) and backend (:5001) in the foreground until Ctrl-C
-	PYTHONPATH=scripts $(PY) -m stack services
+	$(VENV)/bin/obs-stack services
 
 demo: bootstrap ## Run the whole local stack (services, Prometheus, Alertmanager, Jaeger, Elasticsearch, mail)
-	PYTHONPATH=scripts $(PY) -m stack demo
+	$(VENV)/bin/obs-stack demo
 
 mail: bootstrap-python ## List the e-mails caught by `make demo`; `make mail N=2` shows one
-	PYTHONPATH=scripts $(PY) -m stack mail $(N)
+	$(VENV)/bin/obs-stack mail $(N)
 
 lint: bootstrap-python ## ruff lint and format check
 	$(PY) -m ruff check .
@@ -47,7 +47,7 @@ test-e2e: bootstrap ## Only the end-to-end tests against the real backends
 
 bench: ## Telemetry cost vs the bare app (wrk, real Jaeger): docs/benchmarks.{json,md,png}; ~13 min
 	scripts/bootstrap.sh bench
-	PYTHONPATH=scripts:. $(PY) -m bench all docs/benchmarks.json
+	$(VENV)/bin/obs-bench all docs/benchmarks.json
 
 validate: bootstrap-python bootstrap-k8s ## Check the k8s/ render offline: schema, a real API server (Pod Security), cross-references, promtool/amtool/Jaeger, checkov
 	CI=$${CI:-} $(PYTEST) -m validate tests/k8s
@@ -67,20 +67,20 @@ lock: bootstrap-python ## Re-resolve the pinned dependency locks
 	$(PY) -m uv pip compile --quiet --python-version 3.11 --generate-hashes \
 	  requirements/checkov.in -o requirements/checkov.lock
 
-views: bootstrap-python ## Regenerate Grafana dashboards and Kibana saved objects (scripts/views/)
-	PYTHONPATH=scripts $(PY) -m views
+views: bootstrap-python ## Regenerate Grafana dashboards and Kibana saved objects (tools/obs_tools/views/)
+	$(VENV)/bin/obs-views
 
 up: bootstrap-python ## Deploy to Minikube (starts it, builds the images); UP_ARGS="--skip-minikube --registry R" for another cluster
-	PYTHONPATH=scripts $(PY) -m k8s up $(UP_ARGS)
+	$(VENV)/bin/obs-deploy up $(UP_ARGS)
 
 status: bootstrap-python ## What of the Kubernetes deployment runs and what is not ready (exit 1 if anything is not)
-	PYTHONPATH=scripts $(PY) -m k8s status $(UP_ARGS)
+	$(VENV)/bin/obs-deploy status $(UP_ARGS)
 
 open: bootstrap-python ## Port-forward the UIs (Grafana, Kibana, Jaeger, ...) to 127.0.0.1 until Ctrl-C
-	PYTHONPATH=scripts $(PY) -m k8s open $(UP_ARGS)
+	$(VENV)/bin/obs-deploy open $(UP_ARGS)
 
 down: bootstrap-python ## Remove everything `make up` deployed, and nothing else (Fluent Bit's node state /var/lib/fluent-bit stays: see README)
-	PYTHONPATH=scripts $(PY) -m k8s down $(UP_ARGS)
+	$(VENV)/bin/obs-deploy down $(UP_ARGS)
 
 clean: ## Remove local run state (.run/); the install cache stays
 	rm -rf .run

@@ -86,7 +86,25 @@ make_venv() {  # make_venv VENV LOCK
   log "  installed $(grep -c '^[a-z]' "$requirements") locked packages into $target"
 }
 
-install_python() { make_venv "$venv" "$lock"; }
+# The repository's tooling (tools/: obs-stack, obs-deploy, obs-views, obs-loadgen,
+# obs-bench), editable, so that the commands run this checkout's code. Its
+# dependencies come from the hashed lock above (--no-deps); the venv's own setuptools
+# builds it (--no-build-isolation: nothing is downloaded). The venv is shared by every
+# checkout with the same lock: reinstalled when it points at another checkout.
+install_tools() {
+  local installed
+  installed=$("$venv/bin/python" -c 'import os, obs_tools; print(os.path.dirname(os.path.dirname(obs_tools.__file__)))' 2>/dev/null || true)
+  if [[ "$installed" == "$repo/tools" && -x "$venv/bin/obs-deploy" ]]; then
+    log "  obs-tools installed from $repo/tools"
+    return
+  fi
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
+    --no-build-isolation --editable "$repo/tools" \
+    || die "pip install --editable $repo/tools failed"
+  log "  installed obs-tools (editable) from $repo/tools"
+}
+
+install_python() { make_venv "$venv" "$lock"; install_tools; }
 
 apt_updated=""
 apt_install() {  # apt_install PACKAGE VERSION BINARY

@@ -22,9 +22,10 @@ rely on, and where it is documented:
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
-FLUENT_BIT = Path(__file__).resolve().parents[2] / "fluent-bit"
+from obs_tools.common.paths import REPO
+
+FLUENT_BIT = REPO / "fluent-bit"
 K8S_ENTRY = "fluent-bit-kubernetes.conf"
 LOCAL_ENTRY = "fluent-bit-local.conf"
 # Where the DaemonSet (k8s/) mounts the node directory /var/lib/fluent-bit (hostPath).

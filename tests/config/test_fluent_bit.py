@@ -14,11 +14,11 @@ import re
 from datetime import UTC, datetime
 
 import pytest
+from obs_tools.localstack import log_forwarder
+from obs_tools.localstack.components import LocalStack, Ports
+from obs_tools.localstack.elastic import TEMPLATE_FILE
 
 from obs_telemetry.logs import EcsJsonFormatter
-from stack import log_forwarder
-from stack.components import LocalStack, Ports
-from stack.elastic import TEMPLATE_FILE
 from tests.config.fluent_bit_checks import (
     FLUENT_BIT,
     K8S_ENTRY,

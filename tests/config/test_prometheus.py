@@ -21,12 +21,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from obs_tools.common.paths import REPO
+from obs_tools.common.versions import VERSIONS, amtool_binary, promtool_binary
+from obs_tools.localstack.components import LocalStack, Ports
+from obs_tools.views import links
 
-from stack.components import LocalStack, Ports
-from stack.versions import VERSIONS, amtool_binary, promtool_binary
-from views import links
-
-REPO = Path(__file__).resolve().parents[2]
 RULE_FILES = sorted((REPO / "prometheus" / "rules").glob("*.yml"))
 RULE_TESTS = sorted((REPO / "prometheus" / "tests").glob("*.yml"))
 ALERTMANAGER = REPO / "prometheus" / "alertmanager" / "alertmanager.yml"

@@ -1,13 +1,12 @@
-"""Repository-wide checks: YAML lint, README environment table, pinned versions."""
+"""Repository-wide checks: YAML lint, the environment table of docs/services.md, pinned versions."""
 
 from __future__ import annotations
 
 import re
 import subprocess
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from obs_tools.common.paths import REPO
 
 
 def test_yaml_files_pass_yamllint():
@@ -32,18 +31,18 @@ def environment_variables_read_by_the_code() -> set[str]:
     return names
 
 
-def test_readme_documents_every_environment_variable():
-    readme = (REPO / "README.md").read_text()
+def test_services_page_documents_every_environment_variable():
+    page = (REPO / "docs" / "services.md").read_text()
     names = environment_variables_read_by_the_code()
     assert len(names) >= 10
-    missing = sorted(n for n in names if f"`{n}`" not in readme)
-    assert not missing, f"README's environment table lacks {missing}"
+    missing = sorted(n for n in names if f"`{n}`" not in page)
+    assert not missing, f"docs/services.md's environment table lacks {missing}"
     for standard in (
         "OTEL_SERVICE_NAME",
         "OTEL_EXPORTER_OTLP_ENDPOINT",
         "OTEL_RESOURCE_ATTRIBUTES",
     ):
-        assert f"`{standard}`" in readme
+        assert f"`{standard}`" in page
 
 
 def test_container_images_are_pinned_by_exact_tag():

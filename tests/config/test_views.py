@@ -15,12 +15,12 @@ from urllib.parse import quote, unquote
 
 import pytest
 import yaml
+from obs_tools.common.paths import REPO
+from obs_tools.views import cli as generator
+from obs_tools.views import links
 
 from tests.support import views as v
-from views import __main__ as generator
-from views import links
 
-REPO = Path(__file__).resolve().parents[2]
 GRAFANA = REPO / "grafana"
 DATASOURCES = yaml.safe_load((GRAFANA / "datasources.yaml").read_text())["datasources"]
 PROVIDERS = yaml.safe_load((GRAFANA / "dashboard-providers.yaml").read_text())["providers"]
@@ -577,7 +577,7 @@ def test_the_replayed_rules_give_jaeger_uis_own_example():
 
 # -- Dashboard schema version: Grafana 12.2's, and its migrations change nothing ---------------
 
-# The schema version Grafana 12.2 writes (see SCHEMA_VERSION in scripts/views/grafana.py for
+# The schema version Grafana 12.2 writes (see SCHEMA_VERSION in tools/obs_tools/views/grafana.py for
 # where it was read).
 GRAFANA_12_2_SCHEMA_VERSION = 42
 

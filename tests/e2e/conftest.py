@@ -12,12 +12,11 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-
-from loadgen.cli import background_argv
-from stack import runner
-from stack.components import LocalStack, Ports
-from stack.supervisor import Supervisor
-from stack.versions import elasticsearch_home, jaeger_binary
+from obs_tools.common.versions import elasticsearch_home, jaeger_binary
+from obs_tools.loadgen.cli import background_argv
+from obs_tools.localstack import runner
+from obs_tools.localstack.components import LocalStack, Ports
+from obs_tools.localstack.supervisor import Supervisor
 
 # What each backend needs on this machine, and what to tell a user who lacks it.
 REQUIREMENTS = {

@@ -15,12 +15,12 @@ import time
 
 import httpx
 import pytest
+from obs_tools.localstack.elastic import TEMPLATE_FILE
+from obs_tools.localstack.mailcatcher import read_messages
+from obs_tools.views import links
 
-from stack.elastic import TEMPLATE_FILE
-from stack.mailcatcher import read_messages
 from tests.support.polling import poll_until
 from tests.support.views import mapped_types
-from views import links
 
 pytestmark = pytest.mark.e2e
 

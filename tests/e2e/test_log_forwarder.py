@@ -1,5 +1,5 @@
-"""The local stand-in for Fluent Bit (scripts/stack/log_forwarder.py) and the choices in
-fluent-bit/*.conf, against the session's real Elasticsearch 8: lines written before
+"""The local stand-in for Fluent Bit (tools/obs_tools/localstack/log_forwarder.py) and the
+choices in fluent-bit/*.conf, against the session's real Elasticsearch 8: lines written before
 the shipper started, long lines, resent lines (one document each, never a wedge), and
 the bulk replies that Fluent Bit's es output would judge.
 
@@ -17,9 +17,9 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 from elasticsearch import Elasticsearch
+from obs_tools.localstack import log_forwarder
+from obs_tools.localstack.elastic import TEMPLATE_FILE
 
-from stack import log_forwarder
-from stack.elastic import TEMPLATE_FILE
 from tests.config.fluent_bit_checks import LONGEST_EXPECTED_LINE, es_bulk_delivered
 
 pytestmark = pytest.mark.e2e

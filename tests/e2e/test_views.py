@@ -23,8 +23,8 @@ import json
 import httpx
 import pytest
 import yaml
+from obs_tools.localstack.mailcatcher import read_messages
 
-from stack.mailcatcher import read_messages
 from tests.support import views as v
 from tests.support.polling import poll_until
 

@@ -20,8 +20,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import pytest
+from obs_tools.deploy.secrets import SECRETS, choose_values, manifest
 
-from k8s.secrets import SECRETS, choose_values, manifest
 from tests.k8s.render import by_kind, dump, kustomize, load
 from tests.support import node_images
 from tests.support.image_fixtures import base_image
@@ -83,7 +83,7 @@ def render_docs(render_text) -> list[dict]:
 
 @pytest.fixture(scope="session")
 def stack_secrets() -> list[dict]:
-    """The Secrets `make up` creates (scripts/k8s/secrets.py), with throwaway values."""
+    """The Secrets `make up` creates (tools/obs_tools/deploy/secrets.py), with throwaway values."""
     resolved: dict = {}
     manifests = []
     for spec in SECRETS:

@@ -3,7 +3,7 @@
 Each check takes the rendered objects and returns a list of problems, one sentence each
 naming the object at fault, so that a test can assert "no problems" and a broken-on-purpose
 copy can assert which problem appears. Reads no environment variables (the binaries'
-locations come from stack.versions, which reads OBS_STACK_CACHE).
+locations come from obs_tools.common.versions, which reads OBS_STACK_CACHE).
 """
 
 from __future__ import annotations
@@ -16,11 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from obs_tools.common.paths import REPO
+from obs_tools.common.versions import VERSIONS, kubectl_binary
+from obs_tools.deploy.secrets import SECRETS
 
-from k8s.secrets import SECRETS
-from stack.versions import VERSIONS, kubectl_binary
-
-REPO = Path(__file__).resolve().parents[2]
 KUSTOMIZATION = REPO / "k8s"
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job")
 
@@ -126,13 +125,13 @@ def check_services(docs: list[dict]) -> list[str]:
 
 
 def secret_table() -> dict[tuple[str, str], set[str]]:
-    """The Secrets `make up` creates (scripts/k8s/secrets.py), not in the render."""
+    """The Secrets `make up` creates (tools/obs_tools/deploy/secrets.py), not in the render."""
     return {(s.namespace, s.name): {k.key for k in s.keys} for s in SECRETS}
 
 
 def check_references(docs: list[dict]) -> list[str]:
     """Every ConfigMap, Secret (and key), ServiceAccount, PVC and volume a pod refers to
-    exists: in the render, or for Secrets in scripts/k8s/secrets.py SECRETS."""
+    exists: in the render, or for Secrets in tools/obs_tools/deploy/secrets.py SECRETS."""
 
     def names(kind: str) -> set[tuple[str, str]]:
         return {(d["metadata"]["namespace"], d["metadata"]["name"]) for d in by_kind(docs, kind)}

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from obs_tools.common.paths import REPO
+from obs_tools.common.versions import VERSIONS, prometheus_binary, promtool_binary
 
-from stack.versions import VERSIONS, prometheus_binary, promtool_binary
 from tests.k8s.conftest import require_k8s_binaries
 
-REPO = Path(__file__).resolve().parents[2]
 PROMETHEUS_CONFIG = REPO / "prometheus" / "prometheus-kubernetes.yml"
 # The job names of the contract between the helpers (and of the local stack).
 JOBS = {

@@ -10,7 +10,7 @@ into series; Prometheus v3.16.0 discovers the pods through kubernetes_sd against
 server with the repository's prometheus-kubernetes.yml jobs `kube-state-metrics` and
 `backend`, evaluates the repository's rule files, and sends to Alertmanager v0.34.2
 configured from prometheus/alertmanager/ exactly as `make demo` renders it, which mails
-the repository's mail catcher (scripts/stack/mailcatcher.py).
+the repository's mail catcher (tools/obs_tools/localstack/mailcatcher.py).
 
 Asserted: every job of prometheus-kubernetes.yml discovers the render's pods;
 PodCrashLooping fires in Prometheus for that pod, Alertmanager routes it to the e-mail
@@ -48,14 +48,14 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from obs_tools.common.processes import ManagedProcess
+from obs_tools.common.versions import REPO, alertmanager_binary, k8s_binary, prometheus_binary
+from obs_tools.localstack.components import LocalStack, Ports, service_argv, service_env
+from obs_tools.localstack.mailcatcher import read_messages
 
-from stack.components import LocalStack, Ports, service_argv, service_env
-from stack.mailcatcher import read_messages
-from stack.versions import REPO, alertmanager_binary, k8s_binary, prometheus_binary
 from tests.k8s.conftest import require_k8s_binaries
 from tests.support.kube_cluster import CONTROL_PLANE, KubeCluster
 from tests.support.polling import GiveUp, free_port, poll_until
-from tests.support.processes import ManagedProcess
 
 pytestmark = [pytest.mark.validate, pytest.mark.e2e]
 
@@ -387,9 +387,8 @@ def setup(rig: CrashLoopRig) -> ManagedProcess:
     mail_dir = rig.workdir / "mail"
     rig.spawn(
         "mailcatcher",
-        [sys.executable, "-m", "stack.mailcatcher", "serve", "--port", str(rig.ports["smtp"]),
-         "--maildir", str(mail_dir)],
-        env={"PYTHONPATH": str(REPO / "scripts")},
+        [sys.executable, "-m", "obs_tools.localstack.mailcatcher", "serve",
+         "--port", str(rig.ports["smtp"]), "--maildir", str(mail_dir)],
     )  # fmt: skip
     poll_until(
         lambda: "listening on" in rig.processes["mailcatcher"].log_path.read_text(),

@@ -1,4 +1,4 @@
-"""scripts/k8s (`make up`, `status`, `open`, `down`) without a cluster: resource sums,
+"""tools/obs_tools/deploy (`make up`, `status`, `open`, `down`) without a cluster: resource sums,
 readiness rules, Secret values, the registry overlay (real `kubectl kustomize`), and
 the preflight's messages when tools are missing. The rollout against a real API server
 is tested where the control plane runs.
@@ -15,19 +15,17 @@ import shutil
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
-
-from k8s import __main__ as k8s_main
-from k8s import resources, rollout
-from k8s import secrets as k8s_secrets
-from k8s.__main__ import Deployment, _immutable_jobs, parse
-from k8s.contract import IMAGES, UIS
-from stack.versions import k8s_binary
-
-REPO = Path(__file__).resolve().parents[2]
+from obs_tools.common.paths import REPO
+from obs_tools.common.versions import k8s_binary
+from obs_tools.deploy import cli, resources, rollout
+from obs_tools.deploy import deployment as k8s_main
+from obs_tools.deploy import secrets as k8s_secrets
+from obs_tools.deploy.cli import parse
+from obs_tools.deploy.contract import IMAGES, UIS
+from obs_tools.deploy.deployment import Deployment, _immutable_jobs
 
 
 def deployment(name, replicas, containers, init=None, kind="Deployment", **extra):
@@ -287,9 +285,9 @@ def test_registry_overlay_renames_the_service_images(tmp_path):
 
 
 def run_cli(*args, path: str):
-    env = {**os.environ, "PATH": path, "PYTHONPATH": str(REPO / "scripts")}
+    env = {**os.environ, "PATH": path}
     return subprocess.run(
-        [sys.executable, "-m", "k8s", *args], capture_output=True, text=True, env=env,
+        [sys.executable, "-m", "obs_tools.deploy", *args], capture_output=True, text=True, env=env,
         timeout=60, cwd=REPO,
     )  # fmt: skip
 
@@ -386,14 +384,14 @@ def test_the_secrets_table_is_exactly_what_k8s_refers_to():
 
 
 def quick_start() -> str:
-    readme = (REPO / "README.md").read_text()
-    start = readme.index("## Quick start on Minikube")
-    return readme[start : readme.index("\n## ", start + 1)]
+    page = (REPO / "docs" / "kubernetes.md").read_text()
+    start = page.index("## Quick start on Minikube")
+    return page[start : page.index("\n## ", start + 1)]
 
 
-def test_the_readme_quick_start_matches_the_code():
+def test_the_kubernetes_quick_start_matches_the_code():
     """Its numbers are what the preflight computes from the render now; its commands are
-    Makefile targets and options `python -m k8s` has."""
+    Makefile targets and options `obs-deploy` has."""
     section = quick_start()
     rendered = subprocess.run(
         [kubectl_for_render(), "kustomize", str(REPO / "k8s")],
@@ -421,7 +419,7 @@ def test_the_readme_quick_start_matches_the_code():
     targets = set(re.findall(r"^([a-z-]+):", (REPO / "Makefile").read_text(), re.M))
     used = set(re.findall(r"(?:^|`)make ([a-z-]+)", section, re.M))
     assert used and used <= targets, used - targets
-    options = {a for action in k8s_main.parser()._actions for a in action.option_strings}
+    options = {a for action in cli.parser()._actions for a in action.option_strings}
     # Options in UP_ARGS="..." and in `--option` prose (not other tools' flags).
     shown = {
         option
@@ -433,7 +431,7 @@ def test_the_readme_quick_start_matches_the_code():
 
 
 def test_open_refuses_when_a_local_port_is_taken(tmp_path):
-    """`make open` forwards fixed ports (the ones the README lists): one already taken
+    """`make open` forwards fixed ports (the ones docs/kubernetes.md lists): one already taken
     is named before anything starts, instead of a port-forward dying later."""
     kubectl = kubectl_for_render()
     jaeger = next(ui for ui in UIS if ui.title == "Jaeger")
@@ -497,7 +495,8 @@ def test_the_default_rollout_timeout_outlasts_every_inner_wait():
     assert parse(["up"]).timeout >= waits[longest] + pulls, (longest, waits[longest])
     # Breaking it on purpose: the old default is shorter than the import's wait.
     assert waits[longest] + pulls > 600
-    assert f"{k8s_main.DEFAULT_TIMEOUT:g} by default" in (REPO / "README.md").read_text()
+    page = (REPO / "docs" / "kubernetes.md").read_text()
+    assert f"{k8s_main.DEFAULT_TIMEOUT:g} by default" in page
 
 
 def test_down_names_the_hostpath_fluent_bit_keeps_its_state_in():
@@ -513,8 +512,8 @@ def test_down_names_the_hostpath_fluent_bit_keeps_its_state_in():
     assert volumes[state["name"]]["hostPath"]["path"] == k8s_main.FLUENT_BIT_STATE
     note = k8s_main.state_left_note("obs-test")
     assert f"minikube -p obs-test ssh -- sudo rm -rf {k8s_main.FLUENT_BIT_STATE}" in note
-    readme = (REPO / "README.md").read_text()
-    assert f"minikube ssh -- sudo rm -rf {k8s_main.FLUENT_BIT_STATE}" in readme
+    page = (REPO / "docs" / "kubernetes.md").read_text()
+    assert f"minikube ssh -- sudo rm -rf {k8s_main.FLUENT_BIT_STATE}" in page
 
 
 class ClusterSecretsKubectl(RecordingKubectl):

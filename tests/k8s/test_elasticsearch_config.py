@@ -26,10 +26,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from obs_tools.common.paths import REPO
+from obs_tools.common.versions import VERSIONS, elasticsearch_home, java_home
 
-from stack.versions import VERSIONS, elasticsearch_home, java_home
-
-REPO = Path(__file__).resolve().parents[2]
 MANIFEST = REPO / "k8s" / "monitoring" / "elasticsearch.yaml"
 FILES = REPO / "k8s" / "monitoring" / "files"
 KUSTOMIZATION = REPO / "k8s" / "monitoring" / "kustomization.yaml"

@@ -25,7 +25,7 @@ tag requires an explicit numeric runAsUser; every unverified mark must give its 
 
 Each check returns a list of problems, one sentence each naming the workload and container,
 and is shown to fail on a broken-on-purpose copy of the render. Reads no environment
-variables (the render's kubectl comes from stack.versions, which reads OBS_STACK_CACHE).
+variables (the render's kubectl comes from obs_tools.common.versions, which reads OBS_STACK_CACHE).
 """
 
 from __future__ import annotations

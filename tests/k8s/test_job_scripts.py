@@ -15,14 +15,13 @@ import base64
 import json
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 import yaml
+from obs_tools.common.paths import REPO
 
 from tests.support.recorder import Recorder, kibana
 
-REPO = Path(__file__).resolve().parents[2]
 FILES = REPO / "k8s" / "monitoring" / "files"
 ELASTIC_PASSWORD = 'el"astic\\pw'  # quotes and backslashes must survive curl's config
 

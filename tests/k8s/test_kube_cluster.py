@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from obs_tools.common.versions import VERSIONS
 
-from stack.versions import VERSIONS
 from tests.k8s.conftest import require_k8s_binaries
 from tests.support.kube_cluster import CONTROL_PLANE, ClusterError, KubeCluster
 from tests.support.polling import poll_until

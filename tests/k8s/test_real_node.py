@@ -27,8 +27,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from obs_tools.common.paths import REPO
+from obs_tools.common.versions import VERSIONS
 
-from stack.versions import VERSIONS
 from tests.k8s.conftest import NodeCluster
 from tests.k8s.render import by_kind, dump, find
 from tests.support.kube_cluster import KubeCluster
@@ -567,5 +568,5 @@ def test_the_import_job_runs_on_the_node_to_completion(
                             "--cascade=foreground", "--wait=false", check=False)  # fmt: skip
     calls = [(r["method"], r["path"]) for r in server.requests]
     assert ("POST", "/api/saved_objects/_import?overwrite=true") in calls, calls
-    saved = (Path(__file__).resolve().parents[2] / "kibana" / "saved-objects.ndjson").read_bytes()
+    saved = (REPO / "kibana" / "saved-objects.ndjson").read_bytes()
     assert any(saved.strip() in r["body"] for r in server.requests), "the ndjson was not sent"

@@ -1,4 +1,4 @@
-"""`make up`'s code path against a real control plane: `python -m k8s up --skip-minikube
+"""`make up`'s code path against a real control plane: `obs-deploy up --skip-minikube
 --skip-build` (what `make up UP_ARGS="--skip-minikube --skip-build"` runs) deploys the
 whole k8s/ render to etcd + kube-apiserver + controller-manager + scheduler with a kwok
 node, every workload reaches its desired ready count, `status` says so, and `down`
@@ -22,18 +22,18 @@ from pathlib import Path
 
 import pytest
 import yaml
+from obs_tools.common.paths import REPO
+from obs_tools.common.versions import k8s_binary
+from obs_tools.deploy import deployment as k8s_main
+from obs_tools.deploy import resources
+from obs_tools.deploy.contract import IMAGES
+from obs_tools.deploy.secrets import SECRETS, referenced_secret_keys
 
-from k8s import __main__ as k8s_main
-from k8s import resources
-from k8s.contract import IMAGES
-from k8s.secrets import SECRETS, referenced_secret_keys
-from stack.versions import k8s_binary
 from tests.k8s.conftest import require_k8s_binaries
 from tests.support.kube_cluster import CONTROL_PLANE, KubeCluster, NodeCapacity
 
 pytestmark = pytest.mark.k8s
 
-REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "k8s"
 # Per command: generous for a loaded 2-core machine; the rollout itself takes seconds.
 COMMAND_TIMEOUT = 300
@@ -68,15 +68,14 @@ def path_without_minikube() -> str:
 
 
 def k8s_cli(cluster: KubeCluster, *args: str, env: dict[str, str] | None = None):
-    """`python -m k8s ARGS` as `make up` runs it, against the fixture's cluster."""
+    """`obs-deploy ARGS` as `make up` runs it, against the fixture's cluster."""
     environ = {
         **os.environ,
         "PATH": path_without_minikube(),
-        "PYTHONPATH": str(REPO / "scripts"),
         "KUBECONFIG": str(cluster.kubeconfig),
         **(env or {}),
     }
-    argv = [sys.executable, "-m", "k8s", *args, "--skip-minikube",
+    argv = [sys.executable, "-m", "obs_tools.deploy", *args, "--skip-minikube",
             "--kubectl", str(k8s_binary("kubectl"))]  # fmt: skip
     started = time.monotonic()
     result = subprocess.run(
@@ -181,7 +180,7 @@ def test_up_rolls_out_everything_status_shows_it_and_down_removes_only_ours(clus
     }
     assert {k: v for k, v in counts.items() if v[0] < v[1] or v[1] < 1} == {}, counts
 
-    # Another cluster's way (README: UP_ARGS="--skip-minikube --registry ..."): only our
+    # Another cluster's way (docs/kubernetes.md: UP_ARGS="--skip-minikube --registry ..."): only our
     # two images are renamed.
     for image in IMAGES:
         live = cluster.get_json("deployment", image.service, "-n", "obs-apps")
@@ -377,9 +376,8 @@ def fake_minikube(tmp_path: Path, profile: dict | None = None) -> tuple[dict[str
 def minikube_cli(cluster: KubeCluster, env: dict[str, str], *args: str):
     """`make up`'s default path (no --skip-minikube): the profile is named after the
     fixture's kubectl context, which is the context Minikube would have created."""
-    environ = {**os.environ, "PYTHONPATH": str(REPO / "scripts"),
-               "KUBECONFIG": str(cluster.kubeconfig), **env}  # fmt: skip
-    argv = [sys.executable, "-m", "k8s", *args, "--profile=obs-test",
+    environ = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig), **env}
+    argv = [sys.executable, "-m", "obs_tools.deploy", *args, "--profile=obs-test",
             "--kubectl", str(k8s_binary("kubectl"))]  # fmt: skip
     return subprocess.run(
         argv, capture_output=True, text=True, env=environ, cwd=REPO, timeout=COMMAND_TIMEOUT

@@ -1,6 +1,6 @@
-"""scripts/k8s/totals.py (the README's resource table) and the budget of the real k8s/
-render: every container has requests and limits, and the whole stack fits the
-4 CPU / 8 GiB Minikube that the README promises. Rendering needs kubectl (kustomize),
+"""tools/obs_tools/deploy/totals.py (the resource table of docs/kubernetes.md) and the budget
+of the real k8s/ render: every container has requests and limits, and the whole stack fits
+the 4 CPU / 8 GiB Minikube that docs/kubernetes.md promises. Rendering needs kubectl (kustomize),
 no cluster.
 """
 
@@ -9,16 +9,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 import yaml
-
-from k8s import resources, totals
-from k8s.__main__ import image_tag
-from k8s.contract import IMAGES
-
-REPO = Path(__file__).resolve().parents[2]
+from obs_tools.common.paths import REPO
+from obs_tools.deploy import resources, totals
+from obs_tools.deploy.contract import IMAGES, image_tag
 
 
 def workload(kind, name, containers, init=(), **spec):
@@ -113,18 +109,18 @@ def test_every_container_has_cpu_and_memory_requests_and_limits(render):
     assert not over, f"requests above limits: {over}"
 
 
-def test_the_stack_fits_the_minikube_the_readme_names(render):
+def test_the_stack_fits_the_minikube_the_docs_name(render):
     sizing = resources.minikube_sizing(resources.render_needs(render))
     assert sizing.cpus <= 4 and sizing.memory_mb <= 8192, sizing.explanation
 
 
-def test_the_readme_shows_the_current_totals(render):
+def test_the_kubernetes_page_shows_the_current_totals(render):
     needs = resources.render_needs(render)
-    readme = (REPO / "README.md").read_text()
+    page = (REPO / "docs" / "kubernetes.md").read_text()
     line = f"Total requests: {needs.cpu_m:.0f}m CPU, {needs.memory / 2**20:.0f}Mi memory"
-    assert line in readme, (
-        "README's resource totals are stale: paste `PYTHONPATH=scripts python -m k8s.totals "
-        "--markdown` into its Kubernetes section"
+    assert line in page, (
+        "docs/kubernetes.md's resource totals are stale: paste `obs-deploy totals "
+        "--markdown` into its Resources section"
     )
 
 

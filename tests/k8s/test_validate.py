@@ -32,10 +32,8 @@ import httpx
 import kubernetes_validate
 import pytest
 import yaml
-
-from k8s.contract import NAMESPACES
-from k8s.secrets import SECRETS, referenced_secret_keys
-from stack.versions import (
+from obs_tools.common.processes import ManagedProcess
+from obs_tools.common.versions import (
     VERSIONS,
     alertmanager_binary,
     amtool_binary,
@@ -45,11 +43,13 @@ from stack.versions import (
     prometheus_binary,
     promtool_binary,
 )
+from obs_tools.deploy.contract import NAMESPACES
+from obs_tools.deploy.secrets import SECRETS, referenced_secret_keys
+
 from tests.k8s import render
 from tests.k8s.conftest import in_ci, require_applied
 from tests.k8s.deployed import decoded, env_of, materialize
 from tests.support.polling import free_port, poll_until
-from tests.support.processes import ManagedProcess
 
 pytestmark = pytest.mark.validate
 

@@ -6,11 +6,10 @@ Reads no environment variables.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import yaml
+from obs_tools.common.paths import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 IMPLICIT_METHODS = {"HEAD", "OPTIONS"}
 
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import secrets
 import signal
-import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from obs_tools.common.blackhole import BlackHole
 
 from tests.support.metrics import value
 from tests.support.otlp_receiver import OtlpReceiver
@@ -39,43 +39,12 @@ def log_lines(process) -> list[dict]:
     return [json.loads(raw) for raw in process.log_path.read_text().splitlines() if raw.strip()]
 
 
-class BlackHole:
-    """Accepts connections and never reads or answers: the client's request just hangs."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.held: list[socket.socket] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        self.sock.settimeout(0.2)
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except (TimeoutError, OSError):
-                continue
-            conn.setblocking(False)
-            self.held.append(conn)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self.sock.close()
-        for conn in self.held:
-            conn.close()
-
-
 @pytest.fixture(params=["refused", "blackhole"])
 def dead_otlp(request):
     if request.param == "refused":
         yield f"http://127.0.0.1:{free_port()}"
         return
-    hole = BlackHole()
+    hole = BlackHole(drain=False)
     try:
         yield hole.url
     finally:

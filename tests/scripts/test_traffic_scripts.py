@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from obs_tools.common.paths import REPO
 
 from tests.support.metrics import samples
 from tests.support.polling import free_port, poll_until
@@ -17,7 +18,7 @@ from tests.support.services import start_service
 
 pytestmark = pytest.mark.integration
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+SCRIPTS = REPO / "scripts"
 
 
 @pytest.fixture(scope="module")

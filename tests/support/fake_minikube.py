@@ -1,6 +1,6 @@
 """A stand-in for the `minikube` command, for tests of `make up`'s Minikube steps on a
 machine where Minikube cannot run (no container runtime or VM). It implements only what
-scripts/k8s calls: `profile list -o json`, `start`, `image build`, `image ls`; it records
+tools/obs_tools/deploy calls: `profile list -o json`, `start`, `image build`, `image ls`; it records
 every call (one JSON argv per line) and keeps its state in the directory named by
 FAKE_MINIKUBE_STATE. FAKE_MINIKUBE_PROFILE (a JSON object) pre-creates a profile;
 FAKE_MINIKUBE_BUILD=silent-failure makes `image build` exit 0 without an image, as

@@ -22,12 +22,11 @@ import tempfile
 from pathlib import Path
 
 import httpx
-
-from stack.components import ES_SYSTEM_USER
-from stack.versions import elasticsearch_home, java_home
+from obs_tools.common.processes import ManagedProcess
+from obs_tools.common.versions import elasticsearch_home, java_home
+from obs_tools.localstack.components import ES_SYSTEM_USER
 
 from .polling import free_port
-from .processes import ManagedProcess
 
 
 class HostElasticsearch:

@@ -17,13 +17,12 @@ import secrets
 import shutil
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
+from obs_tools.common.paths import REPO
 
 from tests.support import podman as podman_support
 
-REPO = Path(__file__).resolve().parents[2]
 SERVICES = ("backend", "frontend")
 BUILD_TIMEOUT_S = 600
 

@@ -32,11 +32,10 @@ from pathlib import Path
 
 import httpx
 import yaml
-
-from stack.versions import k8s_binary, kwok_stages_dir
+from obs_tools.common.processes import ManagedProcess
+from obs_tools.common.versions import k8s_binary, kwok_stages_dir
 
 from .polling import GiveUp, PollTimeout, free_port, poll_until
-from .processes import ManagedProcess
 
 CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
 BOOTSTRAP_HINT = "run `scripts/bootstrap.sh k8s` (or `make bootstrap-k8s`)"

@@ -25,7 +25,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from stack.versions import VERSIONS, cache_dir
+from obs_tools.common.versions import VERSIONS, cache_dir
 
 from .podman import Podman
 

@@ -3,6 +3,6 @@
 Reads no environment variables.
 """
 
-from stack.wait import GiveUp, PollTimeout, free_port, poll_until
+from obs_tools.common.wait import GiveUp, PollTimeout, free_port, poll_until
 
 __all__ = ["GiveUp", "PollTimeout", "free_port", "poll_until"]

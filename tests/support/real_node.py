@@ -36,12 +36,11 @@ from pathlib import Path
 
 import httpx
 import yaml
-
-from stack.versions import k8s_binary
+from obs_tools.common.processes import ManagedProcess
+from obs_tools.common.versions import k8s_binary
 
 from .kube_cluster import BOOTSTRAP_HINT, SERVICE_CIDR, ClusterError, KubeCluster
 from .polling import GiveUp, PollTimeout, free_port, poll_until
-from .processes import ManagedProcess
 
 NODE_BINARIES = ("kubelet", "kube-proxy", "coredns")
 # Debian packages that `scripts/bootstrap.sh k8s` installs for the node.

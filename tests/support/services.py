@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stack.components import service_argv, service_env
-
-from .processes import ManagedProcess
+from obs_tools.common.processes import ManagedProcess
+from obs_tools.localstack.components import service_argv, service_env
 
 
 def start_service(name: str, module: str, port: int, log_dir: Path, **env: str) -> ManagedProcess:

@@ -16,7 +16,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from obs_tools.common.paths import REPO
+
 DASHBOARDS_DIR = REPO / "grafana" / "dashboards"
 SAVED_OBJECTS = REPO / "kibana" / "saved-objects.ndjson"
 DATASOURCES = REPO / "grafana" / "datasources.yaml"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import io
 
 import pytest
+from obs_tools.localstack.follow import LogFollower, log_offsets
 
-from stack.follow import LogFollower, log_offsets
 from tests.support.polling import poll_until
 
 

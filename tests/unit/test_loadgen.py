@@ -5,9 +5,8 @@ from __future__ import annotations
 import random
 
 import pytest
-
-from loadgen.engine import CRASH, Mix, quick_plan
-from loadgen.stats import LatencyHistogram, RunStats
+from obs_tools.loadgen.engine import CRASH, Mix, quick_plan
+from obs_tools.loadgen.stats import LatencyHistogram, RunStats
 
 
 def test_crash_is_only_in_the_mix_when_asked():

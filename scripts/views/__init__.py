@@ -1,6 +1,0 @@
-"""The content of the users' views, as code: Grafana dashboards (grafana/dashboards/) and
-Kibana saved objects (kibana/), written by `make views` (python -m views) and checked by
-tests/config/test_views.py to be exactly what is committed.
-
-Reads no environment variables.
-"""

@@ -1,0 +1,5 @@
+"""`python -m obs_tools.views`: the same as its console command (cli.py)."""
+
+from .cli import main
+
+raise SystemExit(main())
