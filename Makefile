@@ -8,8 +8,10 @@ SHELL := /bin/bash
 VENV := $(shell scripts/bootstrap.sh --print-venv)
 PY := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
+# The fast lane: every test that needs no backend, image or control plane (tests/README.md).
+FAST := not (integration or e2e or images or validate or k8s or node)
 
-.PHONY: help bootstrap bootstrap-python bootstrap-images bootstrap-k8s validate test-images up status open down services demo mail test test-e2e lint format lock clean views bench
+.PHONY: help check bootstrap bootstrap-python bootstrap-images bootstrap-k8s validate test-images up status open down services demo mail test test-e2e lint format lock clean views bench
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -39,11 +41,14 @@ lint: bootstrap-python ## ruff lint and format check
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
+check: lint ## The fast lane: lint and the tests that need only Python (under a minute)
+	$(PYTEST) -q -m "$(FAST)" tests
+
 test: bootstrap bootstrap-images bootstrap-k8s lint ## Every test: unit, integration, config checks, e2e against the real backends
 	CI=$${CI:-} $(PYTEST) tests
 
-test-e2e: bootstrap ## Only the end-to-end tests against the real backends
-	$(PYTEST) -m e2e tests
+test-e2e: bootstrap bootstrap-k8s ## Only the end-to-end tests against the real backends (the crash-loop ones need the control plane)
+	CI=$${CI:-} $(PYTEST) -m e2e tests
 
 bench: ## Telemetry cost vs the bare app (wrk, real Jaeger): docs/benchmarks.{json,md,png}; ~13 min
 	scripts/bootstrap.sh bench
@@ -79,7 +84,7 @@ status: bootstrap-python ## What of the Kubernetes deployment runs and what is n
 open: bootstrap-python ## Port-forward the UIs (Grafana, Kibana, Jaeger, ...) to 127.0.0.1 until Ctrl-C
 	$(VENV)/bin/obs-deploy open $(UP_ARGS)
 
-down: bootstrap-python ## Remove everything `make up` deployed, and nothing else (Fluent Bit's node state /var/lib/fluent-bit stays: see README)
+down: bootstrap-python ## Remove everything `make up` deployed, and nothing else (Fluent Bit's node state /var/lib/fluent-bit stays: see docs/kubernetes.md)
 	$(VENV)/bin/obs-deploy down $(UP_ARGS)
 
 clean: ## Remove local run state (.run/); the install cache stays

@@ -86,22 +86,28 @@ make_venv() {  # make_venv VENV LOCK
   log "  installed $(grep -c '^[a-z]' "$requirements") locked packages into $target"
 }
 
-# The repository's tooling (tools/: obs-stack, obs-deploy, obs-views, obs-loadgen,
-# obs-bench), editable, so that the commands run this checkout's code. Its
-# dependencies come from the hashed lock above (--no-deps); the venv's own setuptools
-# builds it (--no-build-isolation: nothing is downloaded). The venv is shared by every
-# checkout with the same lock: reinstalled when it points at another checkout.
+# The repository's own packages, editable, so that the commands and the tests run this
+# checkout's code: the tooling (tools/: obs-stack, obs-deploy, obs-views, obs-loadgen,
+# obs-bench) and the three service packages (services/telemetry, frontend, backend).
+# Their dependencies come from the hashed lock above (--no-deps); the venv's own
+# setuptools builds them (--no-build-isolation: nothing is downloaded). The venv is
+# shared by every checkout with the same lock: reinstalled when it points at another.
+editable_packages=(tools services/telemetry services/frontend services/backend)
 install_tools() {
   local installed
-  installed=$("$venv/bin/python" -c 'import os, obs_tools; print(os.path.dirname(os.path.dirname(obs_tools.__file__)))' 2>/dev/null || true)
-  if [[ "$installed" == "$repo/tools" && -x "$venv/bin/obs-deploy" ]]; then
-    log "  obs-tools installed from $repo/tools"
+  installed=$("$venv/bin/python" -c '
+import os, obs_tools, obs_telemetry, frontend, backend
+print(" ".join(os.path.dirname(os.path.dirname(m.__file__)) for m in (obs_tools, obs_telemetry, frontend, backend)))' 2>/dev/null || true)
+  if [[ "$installed" == "${editable_packages[*]/#/$repo/}" && -x "$venv/bin/obs-deploy" ]]; then
+    log "  obs-tools and the services installed from $repo"
     return
   fi
+  local args=() package
+  for package in "${editable_packages[@]}"; do args+=(--editable "$repo/$package"); done
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
-    --no-build-isolation --editable "$repo/tools" \
-    || die "pip install --editable $repo/tools failed"
-  log "  installed obs-tools (editable) from $repo/tools"
+    --no-build-isolation "${args[@]}" \
+    || die "pip install --editable of ${editable_packages[*]} failed"
+  log "  installed (editable) from $repo: ${editable_packages[*]}"
 }
 
 install_python() { make_venv "$venv" "$lock"; install_tools; }

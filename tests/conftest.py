@@ -67,7 +67,9 @@ def backend_server(tracer_provider):
         dict(QUIET), registry=CollectorRegistry(), tracer_provider=tracer_provider
     )
     server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # serve_forever polls for shutdown every poll_interval (0.5 s by default): every
+    # test using this fixture paid it on teardown.
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     server.app = app
     server.url = f"http://127.0.0.1:{server.server_port}"

@@ -51,7 +51,7 @@ class Recorder:
         self.server = ThreadingHTTPServer((host, 0), Handler)
         self.port = self.server.server_address[1]
         self.url = f"http://{host}:{self.port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
 
     def __enter__(self):
         self.thread.start()

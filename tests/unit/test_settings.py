@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
@@ -56,13 +55,11 @@ def test_importing_the_package_has_no_side_effects():
         "assert logging.getLogger().handlers == []\n"
         "print('clean')\n"
     )
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     result = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
-        env=env,
     )
     assert result.stdout.strip() == "clean", result.stderr

@@ -1,18 +1,16 @@
 """Command line of `make bench`: `obs-bench run|report [JSON]`.
 
-Reads the BENCH_* variables through run.py (see there). The services' packages are put
-on sys.path the way the local stack's PYTHONPATH does, so /metrics can be timed
-in-process with the real app.
+Reads the BENCH_* variables through run.py (see there). The services' packages are
+installed in the venv (scripts/bootstrap.sh), so /metrics is timed in-process with the
+real app.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from obs_tools.common.versions import REPO
-from obs_tools.localstack.components import SERVICE_PYTHONPATH
 
 DEFAULT_JSON = REPO / "docs" / "benchmarks.json"
 
@@ -22,7 +20,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["run", "report", "all"])
     parser.add_argument("json", nargs="?", type=Path, default=DEFAULT_JSON)
     args = parser.parse_args(argv)
-    sys.path[:0] = SERVICE_PYTHONPATH.split(":")
     if args.command in ("run", "all"):
         from .run import run
 

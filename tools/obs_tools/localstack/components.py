@@ -23,9 +23,6 @@ import yaml
 from ..common.versions import REPO, VERSIONS, elasticsearch_home, jaeger_binary
 from ..common.wait import free_port
 
-SERVICE_PYTHONPATH = os.pathsep.join(
-    str(REPO / "services" / name) for name in ("telemetry", "frontend", "backend")
-)
 ES_USER = "obs-admin"
 ES_SYSTEM_USER = "obs-es"
 
@@ -107,7 +104,6 @@ def service_argv(module: str, port: int) -> list[str]:
 
 def service_env(module: str, **overrides: str) -> dict[str, str]:
     env = {
-        "PYTHONPATH": SERVICE_PYTHONPATH,
         "PYTHONUNBUFFERED": "1",
         "OTEL_SERVICE_NAME": module,
         "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=local",
