@@ -1,12 +1,14 @@
 """The documentation: README.md is a landing page of at most 200 lines that links every
-page of docs/; every relative link and #anchor in README.md and docs/*.md resolves (a
-file or folder that exists, a heading that exists, by GitHub's slug rules); every
-`make TARGET` they show is a Makefile target.
+page of docs/; every relative link and #anchor in README.md, tests/README.md and
+docs/*.md resolves (a file or folder that exists, a heading that exists, by GitHub's slug
+rules); every `make TARGET` they show is a Makefile target; `make check` deselects every
+registered pytest marker and tests/README.md lists them all.
 """
 
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -97,7 +99,8 @@ def broken_links(page: Path) -> list[str]:
 
 
 def documentation() -> list[Path]:
-    return [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    pages = sorted((REPO / "docs").glob("*.md"))
+    return [REPO / "README.md", REPO / "tests" / "README.md", *pages]
 
 
 def test_the_readme_is_a_landing_page():
@@ -167,3 +170,20 @@ def test_the_checker_finds_broken_links(tmp_path):
         "README.md:13: #next-step: no heading #next-step in README.md",
         "README.md:14: docs/also-gone.md: no such file",
     ]
+
+
+def registered_markers() -> set[str]:
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())
+    return {line.partition(":")[0] for line in config["tool"]["pytest"]["ini_options"]["markers"]}
+
+
+def test_the_fast_lane_deselects_every_marker_and_tests_readme_lists_them():
+    # `make check` must stay fast: a new marker that needs a backend and is not in FAST
+    # would silently join the fast lane.
+    fast = re.search(r"^FAST := not \((.*)\)$", (REPO / "Makefile").read_text(), re.M)
+    assert fast, "Makefile has no FAST := not (...) line"
+    markers = registered_markers()
+    assert set(fast.group(1).split(" or ")) == markers
+    table = (REPO / "tests" / "README.md").read_text()
+    unlisted = [marker for marker in markers if f"| `{marker}` |" not in table]
+    assert not unlisted, f"tests/README.md's marker table misses {unlisted}"

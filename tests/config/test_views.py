@@ -577,8 +577,8 @@ def test_the_replayed_rules_give_jaeger_uis_own_example():
 
 # -- Dashboard schema version: Grafana 12.2's, and its migrations change nothing ---------------
 
-# The schema version Grafana 12.2 writes (see SCHEMA_VERSION in tools/obs_tools/views/grafana.py for
-# where it was read).
+# The schema version Grafana 12.2 writes (see SCHEMA_VERSION in
+# tools/obs_tools/views/grafana/panels.py for where it was read).
 GRAFANA_12_2_SCHEMA_VERSION = 42
 
 

@@ -2,7 +2,7 @@
 and kube-scheduler on free 127.0.0.1 ports, with their own PKI and kubeconfig in a scratch
 directory; optionally kwok (a simulated node that marks pods Running and binds PVCs) and
 kube-state-metrics. The binaries are the ones `scripts/bootstrap.sh k8s` builds
-(stack.versions.k8s_binary).
+(obs_tools.common.versions.k8s_binary).
 
 Reads no environment variables itself (the processes inherit the test's environment).
 

@@ -10,10 +10,10 @@ collection's own line of GODEBUG=gctrace=1 (MiB). The slope of the live heap ove
 stored traces is the bytes per trace that jaeger/config.yaml's max_traces is sized with
 (tests/k8s/test_config_wiring.py checks that arithmetic against the render).
 
-Writes docs/jaeger-memory.json (or JSON): every point and the fitted slopes. Run from the
-repository with PYTHONPATH=scripts:. (about 10 minutes; the machine should be otherwise
-idle for the throughput, though the memory figures do not depend on it). Reads no
-environment variables.
+Writes docs/jaeger-memory.json (or JSON): every point and the fitted slopes. Runs from
+any directory once `make bootstrap` has installed the tooling (about 10 minutes; the
+machine should be otherwise idle for the throughput, though the memory figures do not
+depend on it). Reads no environment variables.
 """
 
 from __future__ import annotations

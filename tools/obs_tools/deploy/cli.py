@@ -1,7 +1,7 @@
 """Command line of the Kubernetes deployment: preflight, up, status, open, down.
 
 Usage: obs-deploy {preflight,up,status,open,down} [options]
-       obs-deploy totals [--markdown] [RENDER]   (the README's resource table: totals.py)
+       obs-deploy totals [--markdown] [RENDER]   (docs/kubernetes.md's resource table: totals.py)
 Reads OBS_K8S_CONTEXT (kubectl context), OBS_KUBECTL (the kubectl to run; default the
 one on PATH) and OBS_MINIKUBE_PROFILE (default minikube), as the defaults of --context,
 --kubectl and --profile. The steps it runs read more: MINIKUBE_HOME (minikube.py: where
@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["totals"]:
-        # The README's resource table; renders k8s/ only, needs no cluster.
+        # docs/kubernetes.md's resource table; renders k8s/ only, needs no cluster.
         from .totals import main as totals
 
         return totals(argv[1:])

@@ -3,7 +3,7 @@
 Usage: obs-deploy totals [--markdown] [RENDER]
 RENDER is the output of `kubectl kustomize k8s/` (a file, or - for stdin); without it,
 kubectl renders k8s/ itself. Reads no environment variables (kubectl reads KUBECONFIG,
-but rendering needs no cluster). The README's resource table is this command's
+but rendering needs no cluster). docs/kubernetes.md's resource table is this command's
 --markdown output.
 
 The totals count what the scheduler reserves: each pod's effective request (its

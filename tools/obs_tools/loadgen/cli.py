@@ -28,7 +28,7 @@ from .engine import LoadSpec, quick_plan, run
 from .stats import RunStats, format_table
 
 DEFAULT_TARGET = "http://localhost:5000"
-# Requests per second of continuous_traffic.sh; documented in the README.
+# Requests per second of continuous_traffic.sh; documented in docs/local-stack.md.
 INTENSITIES = {"low": 1.0, "medium": 5.0, "high": 20.0}
 BACKGROUND_RATE = 2.0
 
