@@ -113,10 +113,10 @@ print(" ".join(os.path.dirname(os.path.dirname(m.__file__)) for m in (obs_tools,
 install_python() { make_venv "$venv" "$lock"; install_tools; }
 
 apt_updated=""
-apt_install() {  # apt_install PACKAGE VERSION BINARY
+apt_install() {  # apt_install PACKAGE VERSION BINARY (a command, or a file it installs)
   local package=$1 version=$2 binary=$3
   if [[ "$(dpkg-query -W -f='${Version}' "$package" 2>/dev/null || true)" == "$version" ]] \
-      && command -v "$binary" >/dev/null; then
+      && { command -v "$binary" >/dev/null || [[ -f "$binary" ]]; }; then
     log "  $package $version already installed"
     return
   fi
@@ -148,6 +148,75 @@ install_jaeger() {
   (cd "$dir" && go build -trimpath -o "$binary.tmp" ./cmd/jaeger) 2>"$cache/jaeger-build.log" \
     || { tail -n 30 "$cache/jaeger-build.log" >&2; die "go build of Jaeger failed (full log: $cache/jaeger-build.log)"; }
   mv "$binary.tmp" "$binary"
+}
+
+# Fluent Bit from its pinned source (scripts/versions.env), built with cmake into
+# OBS_STACK_CACHE/bin/fluent-bit-<version>; the build folder goes once the binary exists.
+# The source archive, in order: ../shared/vendor/ beside the repository, the path in
+# OBS_FLUENT_BIT_SOURCE, the GitHub archive of the tag; its sha256 must be a pinned one.
+fluent_bit_binary() { echo "$cache/bin/fluent-bit-$FLUENT_BIT_VERSION"; }
+fluent_bit_source() {  # prints the path of a source archive whose sha256 is pinned
+  local version=${FLUENT_BIT_VERSION#v} archive sum
+  local vendor="$repo/../shared/vendor/fluent-bit-$version-src.tar.gz"
+  if [[ -f "$vendor" ]]; then
+    archive=$vendor
+  elif [[ -n "${OBS_FLUENT_BIT_SOURCE:-}" ]]; then
+    [[ -f "$OBS_FLUENT_BIT_SOURCE" ]] || die "OBS_FLUENT_BIT_SOURCE=$OBS_FLUENT_BIT_SOURCE is not a file"
+    archive=$OBS_FLUENT_BIT_SOURCE
+  else
+    [[ -n "$FLUENT_BIT_GITHUB_SHA256" ]] || die "no Fluent Bit source: $vendor is absent, \
+OBS_FLUENT_BIT_SOURCE is unset, and the GitHub archive's sha256 is not pinned \
+(FLUENT_BIT_GITHUB_SHA256 in scripts/versions.env is empty), so it is not downloaded"
+    archive="$cache/dl/fluent-bit-$version-github.tar.gz"
+    if [[ ! -f "$archive" ]]; then
+      mkdir -p "$cache/dl"
+      curl -fsSL --retry 3 -o "$archive.tmp" \
+        "https://github.com/fluent/fluent-bit/archive/refs/tags/$FLUENT_BIT_VERSION.tar.gz" \
+        || die "download of the Fluent Bit $FLUENT_BIT_VERSION source failed"
+      mv "$archive.tmp" "$archive"
+    fi
+  fi
+  sum=$(sha256sum "$archive" | cut -d' ' -f1)
+  if [[ "$sum" != "$FLUENT_BIT_VENDOR_SHA256" \
+        && ( -z "$FLUENT_BIT_GITHUB_SHA256" || "$sum" != "$FLUENT_BIT_GITHUB_SHA256" ) ]]; then
+    die "$archive has sha256 $sum, which is neither pinned hash in scripts/versions.env"
+  fi
+  log "  source $archive (sha256 $sum, pinned)" >&2
+  echo "$archive"
+}
+install_fluent_bit() {
+  local binary archive start=$SECONDS
+  binary=$(fluent_bit_binary)
+  if [[ -x "$binary" ]]; then log "  $binary present"; return; fi
+  apt_install cmake "$CMAKE_DEB_VERSION" cmake
+  apt_install flex "$FLEX_DEB_VERSION" flex
+  apt_install bison "$BISON_DEB_VERSION" bison
+  apt_install libyaml-dev "$LIBYAML_DEV_DEB_VERSION" /usr/include/yaml.h
+  apt_install libssl-dev "$LIBSSL_DEV_DEB_VERSION" /usr/include/openssl/ssl.h
+  apt_install libsqlite3-dev "$LIBSQLITE3_DEV_DEB_VERSION" /usr/include/sqlite3.h
+  archive=$(fluent_bit_source)
+  local work="$cache/build/fluent-bit-$FLUENT_BIT_VERSION" log="$cache/logs/fluent-bit.build.log"
+  mkdir -p "$cache/bin" "$cache/logs"
+  rm -rf "$work"
+  mkdir -p "$work/src"
+  : >"$log"
+  tar -xzf "$archive" -C "$work/src" --strip-components=1
+  # Flags from ../shared/vendor/README.md: system sqlite (the vendor archive lacks the
+  # bundled one), no Lua/WASM (unused by fluent-bit/), simdutf off (gcc 12 fails on it).
+  log "  cmake, then make -j2 fluent-bit-bin (4-8 min on 2 cores; log: $log)"
+  nice -n 10 cmake -S "$work/src" -B "$work/build" -DCMAKE_BUILD_TYPE=Release \
+    -DFLB_PREFER_SYSTEM_LIBS=On -DFLB_LUAJIT=Off -DFLB_LUA=Off -DFLB_WASM=Off \
+    -DFLB_USE_SIMDUTF=No -DFLB_UNICODE_ENCODER=Off -DFLB_EXAMPLES=Off -DFLB_SHARED_LIB=Off \
+    -DFLB_TESTS_RUNTIME=Off -DFLB_TESTS_INTERNAL=Off >>"$log" 2>&1 \
+    || { tail -n 30 "$log" >&2; die "cmake of Fluent Bit failed (full log: $log)"; }
+  log "  cmake done ($((SECONDS - start)) s); compiling"
+  nice -n 10 make -C "$work/build" -j2 fluent-bit-bin >>"$log" 2>&1 \
+    || { tail -n 30 "$log" >&2; die "make of Fluent Bit failed (full log: $log)"; }
+  "$work/build/bin/fluent-bit" --version | grep -q "Fluent Bit $FLUENT_BIT_VERSION" \
+    || die "the built binary does not report Fluent Bit $FLUENT_BIT_VERSION"
+  mv "$work/build/bin/fluent-bit" "$binary"
+  rm -rf "$work"
+  log "  built $binary ($((SECONDS - start)) s)"
 }
 
 es_home() {
@@ -573,6 +642,7 @@ step "python venv ($venv)" install_python
 if [[ "$what" == all || "$what" == bench ]]; then
   step "prometheus, alertmanager, elasticsearch exporter (Debian)" install_prometheus
   step "jaeger $JAEGER_RELEASE (go build)" install_jaeger
+  step "fluent-bit $FLUENT_BIT_VERSION (cmake, from source)" install_fluent_bit
   step "elasticsearch $ELASTICSEARCH_VERSION (Maven Central)" install_elasticsearch
 fi
 if [[ "$what" == bench ]]; then
