@@ -1,11 +1,17 @@
-"""Spans: status and exception on errors, one trace across both services."""
+"""Spans of the two services: status and app error category, one trace across both.
+
+What any instrumentation must do by the specifications is in test_conformance.py; this
+file checks the services' own routes and configuration.
+"""
 
 from __future__ import annotations
 
 import pytest
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind, StatusCode
 
 from obs_telemetry import SIMULATED_ERRORS
+from obs_telemetry.extension import APP_ERROR_TYPE_ATTRIBUTE
 
 
 def server_spans(exporter, service=None):
@@ -13,15 +19,21 @@ def server_spans(exporter, service=None):
 
 
 @pytest.mark.parametrize("error_type", sorted(SIMULATED_ERRORS))
-def test_error_spans_record_status_type_and_exception(backend_client, span_exporter, error_type):
+def test_error_spans_carry_the_app_category(backend_client, span_exporter, error_type):
     response = backend_client.get(f"/error?type={error_type}")
-    assert response.status_code == SIMULATED_ERRORS[error_type]
+    status = SIMULATED_ERRORS[error_type]
+    assert response.status_code == status
     assert response.get_json()["error"] == error_type
     (span,) = server_spans(span_exporter)
-    assert span.status.status_code == StatusCode.ERROR
-    assert span.status.description.startswith(error_type)
-    assert span.attributes["error.type"] == error_type
-    assert [e.name for e in span.events] == ["exception"]
+    assert span.attributes[APP_ERROR_TYPE_ATTRIBUTE] == error_type
+    if status >= 500:
+        assert span.status.status_code == StatusCode.ERROR
+        assert span.status.description.startswith(error_type)
+        assert [e.name for e in span.events] == ["exception"]
+    else:
+        # HTTP semantic conventions: a server span's status stays unset for 4xx.
+        assert span.status.status_code == StatusCode.UNSET
+        assert span.events == ()
 
 
 def test_slow_timeout_is_an_error_span(backend_app, span_exporter):
@@ -31,7 +43,14 @@ def test_slow_timeout_is_an_error_span(backend_app, span_exporter):
     assert response.get_json()["error"] == "timeout_error"
     (span,) = server_spans(span_exporter)
     assert span.status.status_code == StatusCode.ERROR
-    assert span.attributes["error.type"] == "timeout_error"
+    assert span.attributes[APP_ERROR_TYPE_ATTRIBUTE] == "timeout_error"
+
+
+def test_missing_item_is_a_404_with_unset_status(backend_client, span_exporter):
+    assert backend_client.get("/api/items/99").status_code == 404
+    (span,) = server_spans(span_exporter)
+    assert span.status.status_code == StatusCode.UNSET
+    assert span.attributes[APP_ERROR_TYPE_ATTRIBUTE] == "not_found"
 
 
 def test_successful_requests_leave_span_status_unset(backend_client, span_exporter):
@@ -99,10 +118,12 @@ def test_traces_exporter_none_keeps_trace_ids_without_exporting(monkeypatch):
     from obs_telemetry.tracing import build_tracer_provider
 
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    sent = []
+    monkeypatch.setattr(BatchSpanProcessor, "on_end", lambda self, span: sent.append(span))
     provider = build_tracer_provider("svc", "1.0.0")
     with provider.get_tracer("t").start_as_current_span("s") as span:
         assert span.get_span_context().is_valid
-    assert provider._active_span_processor._span_processors == ()
+    assert sent == []
 
 
 def test_unknown_traces_exporter_is_a_config_error(monkeypatch):
@@ -114,19 +135,44 @@ def test_unknown_traces_exporter_is_a_config_error(monkeypatch):
         build_tracer_provider("svc", "1.0.0")
 
 
-@pytest.mark.parametrize(
-    ("instrumentation", "processor"),
-    [("lean", "EncodingBatchSpanProcessor"), ("upstream", "BatchSpanProcessor")],
-)
-def test_the_batch_processor_follows_the_instrumentation(monkeypatch, instrumentation, processor):
-    # Our encoder gets spans encoded as they end; OpenTelemetry's own path stays the SDK's.
+def test_spans_leave_through_the_sdks_batch_processor_and_otlp_exporter(monkeypatch):
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
     from obs_telemetry.tracing import build_tracer_provider
 
-    monkeypatch.setenv("TELEMETRY_INSTRUMENTATION", instrumentation)
+    made = []
+    original = BatchSpanProcessor.__init__
+
+    def recording_init(self, exporter, *args, **kwargs):
+        made.append((type(self), type(exporter)))
+        original(self, exporter, *args, **kwargs)
+
+    monkeypatch.setattr(BatchSpanProcessor, "__init__", recording_init)
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
     provider = build_tracer_provider("svc", "1.0.0")
-    try:
-        (made,) = provider._active_span_processor._span_processors
-        assert type(made).__name__ == processor
-    finally:
-        provider.shutdown()
+    provider.shutdown()
+    assert made == [(BatchSpanProcessor, OTLPSpanExporter)]
+
+
+@pytest.mark.parametrize(
+    ("environ", "seconds"),
+    [
+        ({}, 5.0),
+        ({"OTEL_EXPORTER_OTLP_TIMEOUT": "2000"}, 2.0),
+        ({"OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "1500"}, 1.5),
+        # The signal-specific variable wins over the general one (OTLP exporter spec).
+        ({"OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "1500", "OTEL_EXPORTER_OTLP_TIMEOUT": "9000"}, 1.5),
+    ],
+)
+def test_export_timeout_follows_the_otlp_variables_in_milliseconds(environ, seconds):
+    from obs_telemetry.tracing import export_timeout_seconds
+
+    assert export_timeout_seconds(environ) == seconds
+
+
+def test_a_bad_export_timeout_is_a_config_error():
+    from obs_telemetry import ConfigError
+    from obs_telemetry.tracing import export_timeout_seconds
+
+    with pytest.raises(ConfigError, match="OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"):
+        export_timeout_seconds({"OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "soon"})

@@ -1,8 +1,15 @@
 """The Flask extension that instruments one service: metrics, traces and logs.
 
-Reads no environment variables itself: the app config's TELEMETRY_SIGNALS (settings.py)
-says which signals are on, and the tracer provider it falls back to reads the OTEL_*
-variables (see tracing.py). Usage, as with any Flask extension:
+Reads OTEL_PYTHON_FLASK_EXCLUDED_URLS and OTEL_PYTHON_EXCLUDED_URLS only to know whether
+they are set (when neither is, the scrape and probe paths are excluded by default; when
+either is, opentelemetry-instrumentation-flask applies it as it documents). The app
+config's TELEMETRY_SIGNALS (settings.py) says which signals are on, and the tracer
+provider it falls back to reads the other OTEL_* variables (see tracing.py).
+
+Spans are recorded by OpenTelemetry's own instrumentations, as shipped:
+opentelemetry-instrumentation-flask for server spans and -httpx for client spans, so
+span names, attributes (OTEL_SEMCONV_STABILITY_OPT_IN), header capture and the
+instrumentation scope are upstream's. Usage, as with any Flask extension:
 
     telemetry = Telemetry(app)                  # or Telemetry() then init_app(app)
     Telemetry(app, registry=CollectorRegistry(), tracer_provider=provider)  # in tests
@@ -13,6 +20,7 @@ init_app is idempotent: a second call on the same app changes nothing.
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 from flask import Flask, current_app, g, jsonify, request
@@ -23,11 +31,9 @@ from opentelemetry.trace import Status, StatusCode
 from prometheus_client import CollectorRegistry
 from werkzeug.exceptions import HTTPException
 
-from . import client_spans
 from .errors import AppError
 from .logs import configure_logging
 from .metrics import KNOWN_METHODS, UNMATCHED_ENDPOINT, Metrics
-from .server_spans import ServerSpans
 from .settings import SIGNALS
 from .tracing import build_resource, install_global_tracer_provider
 
@@ -36,9 +42,15 @@ EXTENSION_KEY = "obs_telemetry"
 # Scrapes and probes are not user traffic: counting them would inflate request rates
 # and flood logs and traces with lines nobody reads.
 UNOBSERVED_PATHS = frozenset({"/metrics", "/livez", "/readyz"})
-# Anchored after the host: /api/items/metrics is a route like any other. Used by the
-# upstream instrumentation; ServerSpans matches the same paths without a regex.
-_EXCLUDED_URLS = r"^https?://[^/]+/(metrics|livez|readyz)/?(\?.*)?$"
+# Anchored after the host: /api/items/metrics is a route like any other. Only a default:
+# the instrumentation's own variables replace it (see _excluded_urls).
+DEFAULT_EXCLUDED_URLS = r"^https?://[^/]+/(metrics|livez|readyz)/?(\?.*)?$"
+_EXCLUDED_URLS_VARIABLES = ("OTEL_PYTHON_FLASK_EXCLUDED_URLS", "OTEL_PYTHON_EXCLUDED_URLS")
+# The app's own error category on a span. Not error.type: in the stable HTTP conventions
+# the instrumentation sets error.type itself (the status code or exception class), and a
+# value of ours would overwrite it. Namespaced after the package, as the semantic
+# conventions ask of attributes they do not define.
+APP_ERROR_TYPE_ATTRIBUTE = "obs_telemetry.error.type"
 
 access_log = logging.getLogger("obs_telemetry.access")
 event_log = logging.getLogger("obs_telemetry.events")
@@ -56,7 +68,6 @@ class TelemetryState:
         self.metrics_enabled = "metrics" in signals
         self.traces_enabled = "traces" in signals
         self.logs_enabled = "logs" in signals
-        self.upstream_instrumentation = False
         self.ready = True
 
 
@@ -103,25 +114,18 @@ class Telemetry:
         registry = self._registry if self._registry is not None else CollectorRegistry()
         signals = app.config.get("TELEMETRY_SIGNALS", SIGNALS)
         state = TelemetryState(service_name, registry, provider, signals)
-        # "upstream": the OpenTelemetry Flask and httpx instrumentations themselves, which
-        # the lean ServerSpans and client_spans are tested against.
-        state.upstream_instrumentation = app.config.get("TELEMETRY_INSTRUMENTATION") == "upstream"
         app.extensions[EXTENSION_KEY] = state
 
-        if state.traces_enabled and state.upstream_instrumentation:
-            # The reference the lean ServerSpans is tested against (and a way back to it).
+        if state.traces_enabled:
             FlaskInstrumentor().instrument_app(
                 app,
                 tracer_provider=provider,
                 # Request metrics come from prometheus_client; OTel's would be a second,
                 # unexported copy costing time on every request.
                 meter_provider=NoOpMeterProvider(),
-                excluded_urls=_EXCLUDED_URLS,
                 request_hook=_name_unmatched_span,
+                **_excluded_urls(),
             )
-        elif state.traces_enabled:
-            # The same spans as the upstream instrumentation, at a third of the CPU.
-            ServerSpans(app, provider, UNOBSERVED_PATHS, request_hook=_name_unmatched_span)
         app.before_request(_before_request)
         app.after_request(_after_request)
         # Registered after the instrumentation's teardown, so it runs before it (Flask
@@ -141,32 +145,52 @@ def instrument_http_client(client, app: Flask | None = None):
     state = state_of(app)
     if not state.traces_enabled:
         return client
-    if state.upstream_instrumentation:
-        from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+    # Imported here so that an app with tracing off never loads the instrumentation.
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
-        HTTPXClientInstrumentor.instrument_client(
-            client,
-            tracer_provider=state.tracer_provider,
-            meter_provider=NoOpMeterProvider(),
-        )
-    else:
-        # The same client spans, at a third of the CPU (client_spans.py).
-        client_spans.instrument(client, state.tracer_provider)
+    # instrument_client itself warns and does nothing for a client it already
+    # instrumented; a second call from us is a no-op, never a second span per call.
+    HTTPXClientInstrumentor.instrument_client(
+        client,
+        tracer_provider=state.tracer_provider,
+        meter_provider=NoOpMeterProvider(),
+    )
     return client
 
 
-def record_error(error_type: str, message: str, exc: BaseException | None = None) -> None:
-    """Count an error, mark the current span as failed and tag the access log line."""
+def _excluded_urls() -> dict:
+    """The excluded_urls argument: ours only when the standard variables are unset.
+
+    instrument_app(excluded_urls=...) would override the variables, so it is passed
+    only when the user set neither; otherwise the instrumentation reads them (at its
+    import, as it documents).
+    """
+    if any(os.environ.get(name) for name in _EXCLUDED_URLS_VARIABLES):
+        return {}
+    return {"excluded_urls": DEFAULT_EXCLUDED_URLS}
+
+
+def record_error(
+    error_type: str, message: str, exc: BaseException | None = None, status: int = 500
+) -> None:
+    """Count an error, tag the current span and the access log line.
+
+    `status` is the HTTP status the request will be answered with. The HTTP semantic
+    conventions leave a server span's status UNSET for 4xx (the client's error, not the
+    server's), so only a 5xx marks the span ERROR and records the exception; every
+    error carries the app's category in APP_ERROR_TYPE_ATTRIBUTE.
+    """
     state = state_of()
     if state.metrics_enabled:
         state.metrics.observe_error(error_type)
-    g.obs_error = (error_type, message)
+    g.obs_error = (error_type, message, status)
     span = trace.get_current_span()
     if span.is_recording():
-        span.set_attribute("error.type", error_type)
-        span.set_status(Status(StatusCode.ERROR, f"{error_type}: {message}"))
-        if exc is not None:
-            span.record_exception(exc)
+        span.set_attribute(APP_ERROR_TYPE_ATTRIBUTE, error_type)
+        if status >= 500:
+            span.set_status(Status(StatusCode.ERROR, f"{error_type}: {message}"))
+            if exc is not None:
+                span.record_exception(exc)
 
 
 def _name_unmatched_span(span, environ) -> None:
@@ -211,7 +235,7 @@ def _after_request(response):
     }
     error = g.get("obs_error")
     if error is not None:
-        fields["error.type"], fields["error.message"] = error
+        fields["error.type"], fields["error.message"] = error[0], error[1]
     access_log.info("%s %s %s", request.method, request.path, response.status_code, extra=fields)
     return response
 
@@ -221,15 +245,14 @@ def _teardown_request(exc) -> None:
         state_of().metrics.active_users.dec()
     error = g.get("obs_error")
     span = trace.get_current_span()
-    if error is not None and span.is_recording():
+    if error is not None and error[2] >= 500 and span.is_recording():
         # The Flask instrumentation sets the span status from the HTTP code once the
         # response starts, dropping our description; put it back before the span ends.
-        span.set_attribute("error.type", error[0])
         span.set_status(Status(StatusCode.ERROR, f"{error[0]}: {error[1]}"))
 
 
 def _handle_app_error(exc: AppError):
-    record_error(exc.error_type, exc.message, exc)
+    record_error(exc.error_type, exc.message, exc, exc.status)
     if not state_of().logs_enabled:
         return jsonify(exc.to_dict()), exc.status
     level = logging.ERROR if exc.status >= 500 else logging.WARNING
@@ -258,6 +281,7 @@ def _handle_unexpected(exc: Exception):
 
 
 __all__ = [
+    "APP_ERROR_TYPE_ATTRIBUTE",
     "Telemetry",
     "TelemetryState",
     "instrument_http_client",

@@ -1,8 +1,8 @@
 """Typed environment-variable readers, and the settings every service shares.
 
 Reads: LOG_LEVEL, HEALTH_FAILURE_RATE, SLOW_TIMEOUT_RATE, SLOW_MAX_DELAY_SECONDS,
-SLOW_TIMEOUT_SECONDS, CHAOS_CRASH_ENABLED, TELEMETRY_SIGNALS, TELEMETRY_INSTRUMENTATION (see
-README for defaults).
+SLOW_TIMEOUT_SECONDS, CHAOS_CRASH_ENABLED, TELEMETRY_SIGNALS (see docs/services.md for
+defaults).
 Each service adds its own variables on top through the same readers, so a bad value always fails at
 start-up with a message naming the variable instead of a stack trace mid-request.
 """
@@ -108,14 +108,6 @@ def env_signals(environ: Mapping[str, str], name: str = "TELEMETRY_SIGNALS") -> 
     return chosen
 
 
-def env_instrumentation(environ: Mapping[str, str]) -> str:
-    """lean (our cheaper span recording and encoding) or upstream (OpenTelemetry's own)."""
-    value = env_str(environ, "TELEMETRY_INSTRUMENTATION", "lean").lower()
-    if value not in ("lean", "upstream"):
-        raise ConfigError(f"TELEMETRY_INSTRUMENTATION={value!r}: use lean or upstream")
-    return value
-
-
 def common_settings(environ: Mapping[str, str] | None = None) -> dict:
     """Settings shared by every service, as Flask config keys."""
     env = os.environ if environ is None else environ
@@ -134,7 +126,6 @@ def common_settings(environ: Mapping[str, str] | None = None) -> dict:
         ),
         "CHAOS_CRASH_ENABLED": env_bool(env, "CHAOS_CRASH_ENABLED", False),
         "TELEMETRY_SIGNALS": env_signals(env),
-        "TELEMETRY_INSTRUMENTATION": env_instrumentation(env),
         # Flask answers 413 above this; our largest legitimate body is a small order.
         "MAX_CONTENT_LENGTH": 64 * 1024,
     }

@@ -3,14 +3,16 @@
 Reads the standard variables, through the SDK itself where it can:
   OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES (service.version, deployment.environment),
   OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (OTLP over HTTP,
-  default http://localhost:4318), OTEL_EXPORTER_OTLP_TIMEOUT, OTEL_TRACES_EXPORTER
-  (otlp, or none: spans and trace ids without export), OTEL_TRACES_SAMPLER(_ARG),
-  OTEL_BSP_* (batch size, queue size, delay) and OTEL_SDK_DISABLED; TELEMETRY_SIGNALS
-  without "traces" switches tracing off as OTEL_SDK_DISABLED does;
-  TELEMETRY_INSTRUMENTATION=upstream exports with the SDK's own OTLP encoder.
+  default http://localhost:4318), OTEL_EXPORTER_OTLP_TRACES_TIMEOUT and
+  OTEL_EXPORTER_OTLP_TIMEOUT (read here, in milliseconds as the specification says),
+  OTEL_TRACES_EXPORTER (otlp, or none: spans and trace ids without export),
+  OTEL_TRACES_SAMPLER(_ARG), OTEL_SPAN_*_LIMIT / OTEL_ATTRIBUTE_*_LIMIT, OTEL_BSP_*
+  (batch size, queue size, delay, export timeout) and OTEL_SDK_DISABLED;
+  TELEMETRY_SIGNALS without "traces" switches tracing off as OTEL_SDK_DISABLED does.
 
-Spans leave through a BatchSpanProcessor: the request thread only appends to a bounded
-queue, so an unreachable Jaeger costs dropped spans, never a slow or failed request.
+Spans leave through the SDK's BatchSpanProcessor and OTLPSpanExporter, used through
+their public constructors only: the request thread only appends to a bounded queue, so
+an unreachable Jaeger costs dropped spans, never a slow or failed request.
 """
 
 from __future__ import annotations
@@ -29,14 +31,15 @@ from .settings import (
     ConfigError,
     env_bool,
     env_float,
-    env_instrumentation,
     env_signals,
     env_str,
 )
 
-# Default of OTEL_EXPORTER_OTLP_TIMEOUT, which bounds one export attempt: a Jaeger that
-# never answers holds the batch thread (never a request thread) for 5 s at a time.
+# Default of OTEL_EXPORTER_OTLP_(TRACES_)TIMEOUT, which bounds one export attempt: a Jaeger
+# that never answers holds the batch thread (never a request thread) for 5 s at a time.
 _DEFAULT_EXPORT_TIMEOUT_S = 5.0
+# Most specific first, as the specification orders them.
+_TIMEOUT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT")
 # The most a worker spends flushing spans at exit. gunicorn's graceful_timeout (25 s)
 # must hold the in-flight requests and this; Kubernetes kills at 30 s.
 SHUTDOWN_BUDGET_S = 5.0
@@ -96,27 +99,19 @@ def build_tracer_provider(
         # Imported here so that importing this module costs nothing when tracing is off.
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        from .otlp_encoding import FastOTLPSpanExporter
-
-        timeout = env_float(env, "OTEL_EXPORTER_OTLP_TIMEOUT", _DEFAULT_EXPORT_TIMEOUT_S * 1000)
-        # The SDK's OTLP/HTTP exporter, by default with a cheaper encoder of the same
-        # message (otlp_encoding.py).
-        exporter_class = (
-            OTLPSpanExporter if env_instrumentation(env) == "upstream" else FastOTLPSpanExporter
-        )
-        # The variable is in milliseconds per the specification; the exporter wants seconds.
-        exporter = exporter_class(timeout=timeout / 1000.0)
-    provider.add_span_processor(_batch_processor(exporter))
+        # Passed explicitly because the Python exporter reads these variables as
+        # seconds, where the specification (and every other SDK) says milliseconds.
+        exporter = OTLPSpanExporter(timeout=export_timeout_seconds(env))
+    provider.add_span_processor(BatchSpanProcessor(exporter))
     return provider
 
 
-def _batch_processor(exporter: SpanExporter) -> BatchSpanProcessor:
-    """The SDK's batch processor; for our encoder, one that encodes as spans end."""
-    from .otlp_encoding import EncodingBatchSpanProcessor, FastOTLPSpanExporter
-
-    if isinstance(exporter, FastOTLPSpanExporter):
-        return EncodingBatchSpanProcessor(exporter)
-    return BatchSpanProcessor(exporter)
+def export_timeout_seconds(environ: Mapping[str, str]) -> float:
+    """OTEL_EXPORTER_OTLP_TRACES_TIMEOUT, else OTEL_EXPORTER_OTLP_TIMEOUT (ms), in seconds."""
+    for name in _TIMEOUT_VARIABLES:
+        if environ.get(name, "").strip():
+            return env_float(environ, name, 0.0, minimum=0) / 1000.0
+    return _DEFAULT_EXPORT_TIMEOUT_S
 
 
 def install_global_tracer_provider(default_service_name: str, version: str) -> None:
