@@ -87,6 +87,8 @@ class Backends:
                 problems += v.check_es_target(target, combos, mapping, self.search)
             elif v.is_fluent_bit(target):
                 problems += v.check_fluent_bit_target(target)
+            elif v.is_kubernetes_only(target):
+                continue  # tests/k8s/test_crash_loop_alert.py queries it
             else:
                 problems += v.check_prometheus_target(target, combos, self.query)
         return problems

@@ -54,6 +54,7 @@ from obs_tools.localstack.components import LocalStack, Ports, service_argv, ser
 from obs_tools.localstack.mailcatcher import read_messages
 
 from tests.k8s.conftest import require_k8s_binaries
+from tests.support import views
 from tests.support.kube_cluster import CONTROL_PLANE, KubeCluster
 from tests.support.polling import GiveUp, free_port, poll_until
 
@@ -487,6 +488,20 @@ def test_every_scrape_job_discovers_its_pods_in_the_render(rig):
         "kube-state-metrics": f"{rig.ksm_pod_ip}:8080",
         SERVICE: f"{rig.pod_ip}:5001",
     }, scraped
+
+
+def test_the_dashboards_kubernetes_only_queries_return_the_restarts(rig):
+    """The panels the local e2e views test cannot check (kube-state-metrics only exists
+    here), with $service set to the crashed service, return its restarts from the real
+    Prometheus v3.16.0 and kube-state-metrics: seed 002's Grafana query among them."""
+    checked = {}
+    for dashboard in views.load_dashboards():
+        for target in filter(views.is_kubernetes_only, views.targets(dashboard)):
+            expr = views.substitute(target.body["expr"], {"service": SERVICE})
+            checked[target.where] = rig.scalar(expr)
+    assert checked, "no dashboard panel reads kube_pod_container_status_restarts_total"
+    wrong = {where: value for where, value in checked.items() if value != RESTARTS}
+    assert not wrong, f"expected {RESTARTS} restarts of {SERVICE}, got {wrong}"
 
 
 def firing_in_prometheus(rig: CrashLoopRig, name: str) -> list[dict]:

@@ -175,6 +175,19 @@ def is_fluent_bit(target: Target) -> bool:
     return bool(names) and all(n.startswith("fluentbit_") for n in names)
 
 
+# kube-state-metrics' series exist only in Kubernetes: the local stack has no pods. The
+# panels that read them are checked against a real kube-state-metrics by
+# tests/k8s/test_crash_loop_alert.py instead.
+KUBERNETES_ONLY_METRICS = {"kube_pod_container_status_restarts_total"}
+
+
+def is_kubernetes_only(target: Target) -> bool:
+    if target.datasource_type != "prometheus":
+        return False
+    names = metric_names(target.body["expr"])
+    return bool(names) and names <= KUBERNETES_ONLY_METRICS
+
+
 def check_prometheus_target(
     target: Target, combos: list[dict[str, str]], query: Callable[[str], list]
 ) -> list[str]:

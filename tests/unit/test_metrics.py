@@ -21,6 +21,15 @@ EXPECTED_FAMILIES = {
     "flask_request_duration_seconds": "histogram",
     "active_users": "gauge",
     "request_latency_seconds": "summary",
+    # Seed 002's app.py names (its Grafana step queries them).
+    "http_requests": "counter",
+    "request_duration_seconds": "histogram",
+}
+# Seed 000's name -> seed 002's name for the same measurement.
+SEED_TWINS = {
+    "flask_requests_total": "http_requests_total",
+    "flask_request_duration_seconds_bucket": "request_duration_seconds_bucket",
+    "flask_request_duration_seconds_count": "request_duration_seconds_count",
 }
 
 
@@ -35,6 +44,18 @@ def test_every_course_metric_is_exposed_with_its_type(backend_client):
     families = {f.name: f.type for f in text_string_to_metric_families(scrape(backend_client))}
     for name, kind in EXPECTED_FAMILIES.items():
         assert families.get(name) == kind, f"{name}: expected {kind}, got {families.get(name)}"
+
+
+@pytest.mark.parametrize(("seed_000", "seed_002"), SEED_TWINS.items())
+def test_both_seeds_names_count_the_same_requests_with_the_same_labels(
+    backend_client, seed_000, seed_002
+):
+    for path in ("/api/items/1", "/api/items/2", "/no/such/page", "/"):
+        backend_client.get(path)
+    backend_client.open("/", method="BREW")
+    text = scrape(backend_client)
+    assert samples(text, seed_000), f"no {seed_000} samples"
+    assert samples(text, seed_002) == samples(text, seed_000)
 
 
 def test_requests_are_labelled_by_route_template_not_raw_path(backend_client):

@@ -1,9 +1,12 @@
 """Prometheus metrics of one Flask service, on a registry the caller owns.
 
 Reads no environment variables. The names are the ones the course's PromQL uses, so
-they are part of the public contract: flask_requests_total, flask_errors_total,
-flask_error_rate, flask_uptime_seconds, flask_request_duration_seconds, plus
-active_users and request_latency_seconds so that all four metric types appear.
+they are part of the public contract. Seed 000: flask_requests_total,
+flask_errors_total, flask_error_rate, flask_uptime_seconds,
+flask_request_duration_seconds. Seed 002 (its app.py, whose names its Grafana step
+queries): http_requests_total, request_duration_seconds, active_users and
+request_latency_seconds, so that all four metric types appear. The two seeds' request
+counters and histograms count the same requests with the same bounded labels.
 
 Single-process by design: gunicorn runs one worker with threads (see gunicorn_conf),
 because prometheus_client's multiprocess mode drops exemplars and cannot serve live
@@ -91,6 +94,19 @@ class Metrics:
             buckets=DURATION_BUCKETS,
             registry=registry,
         )
+        self.http_requests_total = Counter(
+            "http_requests",
+            "HTTP requests handled (seed 002's name for flask_requests_total).",
+            ["endpoint", "method", "status"],
+            registry=registry,
+        )
+        self.seed_request_duration = Histogram(
+            "request_duration_seconds",
+            "Time to handle a request (seed 002's name for flask_request_duration_seconds).",
+            ["endpoint", "method"],
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
         self.active_users = Gauge(
             "active_users",
             "Requests being served right now (the course's 'active users').",
@@ -130,11 +146,15 @@ class Metrics:
             children = (
                 self.requests_total.labels(endpoint, method, str(status)),
                 self.request_duration.labels(endpoint, method),
+                self.http_requests_total.labels(endpoint, method, str(status)),
+                self.seed_request_duration.labels(endpoint, method),
             )
             self._children[key] = children
         children[0].inc()
+        children[2].inc()
         exemplar = {"trace_id": trace_id} if trace_id else None
         children[1].observe(duration, exemplar)
+        children[3].observe(duration, exemplar)
         self.request_latency.observe(duration)
         with self._lock:
             self._requests += 1

@@ -319,6 +319,43 @@ def _links() -> list[dict]:
     ]
 
 
+# Seed 002's Grafana step (its app.py's metric names), one stat each; the restarts come
+# from kube-state-metrics, so that panel has data only in Kubernetes.
+SEED_002_QUERIES = (
+    ("http_requests_total", f"sum(rate(http_requests_total{{{SVC}}}[5m]))", "reqps"),
+    ("active_users", f"sum(active_users{{{SVC}}})", "short"),
+    (
+        "request_duration_seconds (p95)",
+        "histogram_quantile(0.95, sum by (le) "
+        f"(rate(request_duration_seconds_bucket{{{SVC}}}[5m])))",
+        "s",
+    ),
+    (
+        "kube_pod_container_status_restarts_total",
+        'sum(kube_pod_container_status_restarts_total{container="$service"})',
+        "short",
+    ),
+)
+
+
+def _seed_002_queries(layout: Layout) -> list[dict]:
+    return [
+        panel(
+            layout,
+            "stat",
+            title,
+            [prom(expr, title, instant=True)],
+            w=6,
+            h=4,
+            description="Seed 002's query for this metric (a histogram has no series under "
+            "its bare name: its buckets are request_duration_seconds_bucket).",
+            defaults={"unit": unit},
+            options={"reduceOptions": LAST_VALUE, "graphMode": "none"},
+        )
+        for title, expr, unit in SEED_002_QUERIES
+    ]
+
+
 def services_overview() -> dict:
     layout = Layout()
     # In this order: the layout numbers the panels and fills the rows as they are made.
@@ -332,6 +369,7 @@ def services_overview() -> dict:
         _errors_by_type(layout),
         _error_log_lines(layout),
         _error_logs(layout),
+        *_seed_002_queries(layout),
     ]
     return dashboard(
         SERVICES_DASHBOARD_UID,
