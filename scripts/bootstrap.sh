@@ -16,13 +16,15 @@
 # control plane and its companions from the Go module proxy into OBS_STACK_CACHE/bin, one
 # file per tool and version (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
 # kubectl, kubelet, kube-proxy, coredns, kwok, kube-state-metrics, prometheus, promtool,
-# alertmanager, amtool), installs a real node's runtime from Debian (containerd, runc,
+# alertmanager, amtool, and prometheus-operator from its pinned source), installs a
+# real node's runtime from Debian (containerd, runc,
 # CNI plugins, iptables, conntrack), copies
 # kwok's stage YAMLs, and makes checkov's own venv (requirements/checkov.lock: its pins
 # clash with the dev set). A cold build takes 15-25 minutes on 2 cores and about 5 GB
 # of Go caches (OBS_STACK_CACHE/gomod, OBS_STACK_CACHE/gocache); later runs skip what exists.
 #
-# Reads: OBS_STACK_CACHE (default ~/.cache/obs-stack), PYTHON (default python3).
+# Reads: OBS_STACK_CACHE (default ~/.cache/obs-stack), PYTHON (default python3),
+# OBS_FLUENT_BIT_SOURCE and OBS_PROMETHEUS_OPERATOR_SOURCE (source archives, see below).
 # Installs into OBS_STACK_CACHE: the Python venv (requirements/dev.lock), the Jaeger
 # binary, the Elasticsearch zip. As root, Elasticsearch is unpacked under
 # /var/cache/obs-stack instead, because it must run as the unprivileged user
@@ -613,6 +615,69 @@ HTML
   go_build_tool "$binary" "$dir" "$(prometheus_ldflags "$ALERTMANAGER_VERSION")" ./cmd/alertmanager
 }
 
+# prometheus-operator from its pinned source (scripts/versions.env), for the tests that run
+# it against the real control plane (tests/k8s/test_kube_prometheus_stack.py). Its go.mod
+# replaces pkg/apis/monitoring and pkg/client with local folders that the proxy's module zip
+# lacks, so it builds from the full source tree; the dependencies come from the proxy. The
+# binary goes to OBS_STACK_CACHE/bin/prometheus-operator-<version>, and the CRDs the tests
+# apply (example/prometheus-operator-crd/) to OBS_STACK_CACHE/prometheus-operator-<version>-crds.
+# The source archive, in order: ../shared/vendor/ beside the repository, the path in
+# OBS_PROMETHEUS_OPERATOR_SOURCE, the GitHub archive of the tag; its sha256 must be pinned.
+prometheus_operator_source() {  # prints the path of a source archive whose sha256 is pinned
+  local version=${PROMETHEUS_OPERATOR_VERSION#v} archive sum
+  local vendor="$repo/../shared/vendor/prometheus-operator-$version-src.tar.gz"
+  if [[ -f "$vendor" ]]; then
+    archive=$vendor
+  elif [[ -n "${OBS_PROMETHEUS_OPERATOR_SOURCE:-}" ]]; then
+    [[ -f "$OBS_PROMETHEUS_OPERATOR_SOURCE" ]] \
+      || die "OBS_PROMETHEUS_OPERATOR_SOURCE=$OBS_PROMETHEUS_OPERATOR_SOURCE is not a file"
+    archive=$OBS_PROMETHEUS_OPERATOR_SOURCE
+  else
+    [[ -n "$PROMETHEUS_OPERATOR_GITHUB_SHA256" ]] || die "no prometheus-operator source: \
+$vendor is absent, OBS_PROMETHEUS_OPERATOR_SOURCE is unset, and the GitHub archive's sha256 \
+is not pinned (PROMETHEUS_OPERATOR_GITHUB_SHA256 in scripts/versions.env is empty), so it \
+is not downloaded"
+    archive="$cache/dl/prometheus-operator-$version-github.tar.gz"
+    if [[ ! -f "$archive" ]]; then
+      mkdir -p "$cache/dl"
+      curl -fsSL --retry 3 -o "$archive.tmp" \
+        "https://github.com/prometheus-operator/prometheus-operator/archive/refs/tags/$PROMETHEUS_OPERATOR_VERSION.tar.gz" \
+        || die "download of the prometheus-operator $PROMETHEUS_OPERATOR_VERSION source failed"
+      mv "$archive.tmp" "$archive"
+    fi
+  fi
+  sum=$(sha256sum "$archive" | cut -d' ' -f1)
+  if [[ "$sum" != "$PROMETHEUS_OPERATOR_VENDOR_SHA256" \
+        && ( -z "$PROMETHEUS_OPERATOR_GITHUB_SHA256" || "$sum" != "$PROMETHEUS_OPERATOR_GITHUB_SHA256" ) ]]; then
+    die "$archive has sha256 $sum, which is neither pinned hash in scripts/versions.env"
+  fi
+  log "  source $archive (sha256 $sum, pinned)" >&2
+  echo "$archive"
+}
+install_prometheus_operator() {
+  k8s_go_env
+  local binary crds archive
+  binary=$(k8s_bin prometheus-operator "$PROMETHEUS_OPERATOR_VERSION")
+  crds="$cache/prometheus-operator-$PROMETHEUS_OPERATOR_VERSION-crds"
+  if [[ -x "$binary" && -d "$crds" ]]; then log "  $(basename "$binary") and its CRDs present"; return; fi
+  archive=$(prometheus_operator_source)
+  local dir="$cache/src/prometheus-operator-$PROMETHEUS_OPERATOR_VERSION"
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  tar -xzf "$archive" -C "$dir" --strip-components=1
+  [[ -d "$dir/example/prometheus-operator-crd" ]] \
+    || die "no example/prometheus-operator-crd/ in $archive"
+  rm -rf "$crds.tmp"
+  cp -r "$dir/example/prometheus-operator-crd" "$crds.tmp"
+  rm -rf "$crds"
+  mv "$crds.tmp" "$crds"
+  # The version package the upstream Makefile sets, so that --version names the release.
+  go_build_tool "$binary" "$dir" "$(prometheus_ldflags "$PROMETHEUS_OPERATOR_VERSION")" ./cmd/operator
+  "$binary" --version 2>&1 | grep -q "${PROMETHEUS_OPERATOR_VERSION#v}" \
+    || die "$binary --version does not report ${PROMETHEUS_OPERATOR_VERSION#v}: $("$binary" --version 2>&1 | head -n 3)"
+  rm -rf "$dir"
+}
+
 install_checkov() {
   [[ -f "$checkov_lock" ]] || die "$checkov_lock is missing: run \`make lock\`"
   make_venv "$checkov_venv" "$checkov_lock"
@@ -628,6 +693,8 @@ if [[ "$what" == k8s ]]; then
   step "kube-state-metrics $KUBE_STATE_METRICS_VERSION (go build)" install_kube_state_metrics
   step "Prometheus $PROMETHEUS_RELEASE, Alertmanager $ALERTMANAGER_VERSION (go install)" \
     install_prometheus_tools
+  step "prometheus-operator $PROMETHEUS_OPERATOR_VERSION (go build, from source; ~2-4 min)" \
+    install_prometheus_operator
   step "checkov venv ($checkov_venv)" install_checkov
   log "all done in $((SECONDS - total)) s"
   exit 0
