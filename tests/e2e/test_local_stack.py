@@ -142,21 +142,28 @@ def test_jaeger_has_the_trace_with_both_services(local_stack):
     assert root["references"] == [] or all(r["spanID"] not in spans for r in root["references"])
 
 
-def test_jaeger_error_spans_have_error_status(local_stack):
-    trace_id, response = traced_get(f"{local_stack.url('frontend')}/error?type=permission_error")
-    assert response.status_code == 403
+@pytest.mark.parametrize(
+    ("error_type", "status"), [("database_error", 500), ("permission_error", 403)]
+)
+def test_jaeger_error_spans_follow_the_http_conventions(local_stack, error_type, status):
+    # HTTP semantic conventions: a server span is ERROR for a 5xx and leaves its status
+    # unset for a 4xx; the app's own category is in obs_telemetry.error.type either way.
+    trace_id, response = traced_get(f"{local_stack.url('frontend')}/error?type={error_type}")
+    assert response.status_code == status
     trace = wait_for_trace(local_stack, trace_id)
     servers = [s for s in trace["spans"] if span_kind(s) == "server"]
     assert len(servers) == 2
     for span in servers:
         tags = {t["key"]: t["value"] for t in span["tags"]}
-        assert tags.get("otel.status_code") == "ERROR", tags
-        assert tags.get("error.type") == "permission_error"
-        assert any(
+        # Jaeger shows otel.status_code only for OK and ERROR, not for UNSET.
+        assert tags.get("otel.status_code") == ("ERROR" if status >= 500 else None), tags
+        assert tags.get("obs_telemetry.error.type") == error_type
+        exception_events = any(
             f["key"] == "event" and f["value"] == "exception"
             for log in span["logs"]
             for f in log["fields"]
         )
+        assert exception_events == (status >= 500)
 
 
 def test_prometheus_scrapes_both_services(local_stack):

@@ -179,7 +179,7 @@ def test_slow_backend_hits_the_frontend_timeout_504_in_span_and_metrics(tmp_path
 
         span = poll_until(server_span, "the frontend's /slow span", 15)
         assert span.status_code == STATUS_ERROR
-        assert span.attributes["error.type"] == "timeout_error"
+        assert span.attributes["obs_telemetry.error.type"] == "timeout_error"
         assert span.attributes["http.status_code"] == 504
         metrics = httpx.get(f"{frontend.url}/metrics").text
         assert value(metrics, "flask_errors_total", error_type="timeout_error") == 1

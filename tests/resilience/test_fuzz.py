@@ -103,7 +103,10 @@ def check(client, request) -> None:
     assert "Traceback" not in text, where
     if not operation["chaos"]:
         assert response.status_code < 500, where
-    if method == operation["method"]:
+    # Methods are case-insensitive to the router, and Flask answers HEAD with the GET
+    # view (body dropped), chaos included.
+    routed = method.upper()
+    if routed == operation["method"] or (routed, operation["method"]) == ("HEAD", "GET"):
         assert str(response.status_code) in operation["statuses"], where
     else:
         assert response.status_code < 500, where

@@ -56,11 +56,13 @@ VARIANTS = [
         {"TELEMETRY_SIGNALS": "traces"},
         otlp="jaeger",
     ),
+    # The default: OpenTelemetry's Flask and httpx instrumentations, the SDK's batch
+    # processor and OTLP exporter (the package's only instrumentation mode).
     Variant("full", "metrics + traces (100 %, to Jaeger) + logs", {}, otlp="jaeger"),
     Variant(
-        "full-upstream",
-        "full, with OpenTelemetry's own Flask/httpx instrumentation and OTLP encoder",
-        {"TELEMETRY_INSTRUMENTATION": "upstream"},
+        "full-semconv-http",
+        "full, stable HTTP attribute names (OTEL_SEMCONV_STABILITY_OPT_IN=http)",
+        {"OTEL_SEMCONV_STABILITY_OPT_IN": "http"},
         otlp="jaeger",
     ),
     Variant(
