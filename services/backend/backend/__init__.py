@@ -1,6 +1,6 @@
 """Backend service: a small catalog and orders API behind the frontend.
 
-Reads (see settings.py and README): the shared settings of obs_telemetry plus the
+Reads (see settings.py and docs/services.md): the shared settings of obs_telemetry plus the
 OTEL_* variables. Built by the app factory create_app, served by gunicorn.
 """
 

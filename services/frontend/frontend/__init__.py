@@ -1,6 +1,6 @@
 """Frontend service: the user-facing API, which calls the backend for its data.
 
-Reads (see settings.py and README): BACKEND_URL, BACKEND_CONNECT_TIMEOUT,
+Reads (see settings.py and docs/services.md): BACKEND_URL, BACKEND_CONNECT_TIMEOUT,
 BACKEND_READ_TIMEOUT, the shared settings of obs_telemetry and the OTEL_* variables.
 Built by the app factory create_app, served by gunicorn.
 """

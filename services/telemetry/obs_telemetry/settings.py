@@ -2,9 +2,9 @@
 
 Reads: LOG_LEVEL, HEALTH_FAILURE_RATE, SLOW_TIMEOUT_RATE, SLOW_MAX_DELAY_SECONDS,
 SLOW_TIMEOUT_SECONDS, CHAOS_CRASH_ENABLED, TELEMETRY_SIGNALS (see docs/services.md for
-defaults).
-Each service adds its own variables on top through the same readers, so a bad value always fails at
-start-up with a message naming the variable instead of a stack trace mid-request.
+defaults). Each service adds its own variables on top through the same readers, so a bad
+value always fails at start-up with a message naming the variable instead of a stack
+trace mid-request.
 """
 
 from __future__ import annotations
