@@ -9,9 +9,9 @@ VENV := $(shell scripts/bootstrap.sh --print-venv)
 PY := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 # The fast lane: every test that needs no backend, image or control plane (tests/README.md).
-FAST := not (integration or e2e or images or validate or k8s or node)
+FAST := not (integration or e2e or images or validate or k8s or node or browser)
 
-.PHONY: help check bootstrap bootstrap-python bootstrap-images bootstrap-k8s validate test-images up status open down services demo mail test test-e2e lint format lock clean views bench
+.PHONY: help check bootstrap bootstrap-python bootstrap-images bootstrap-k8s bootstrap-browser validate test-images up status open down services demo mail test test-e2e lint format lock clean views bench
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -24,6 +24,9 @@ bootstrap-python: ## Install only the Python environment
 
 bootstrap-images: ## Install podman and the base image the service images build on (a local stand-in if no registry)
 	scripts/bootstrap.sh images
+
+bootstrap-browser: ## Install Debian's chromium and chromium-driver for the browser tests
+	scripts/bootstrap.sh browser
 
 bootstrap-k8s: ## Build a Kubernetes control plane, kwok, KSM, Prometheus 3 tools from source; checkov (15-25 min cold)
 	scripts/bootstrap.sh k8s
@@ -44,7 +47,7 @@ lint: bootstrap-python ## ruff lint and format check
 check: lint ## The fast lane: lint and the tests that need only Python (under a minute)
 	$(PYTEST) -q -m "$(FAST)" tests
 
-test: bootstrap bootstrap-images bootstrap-k8s lint ## Every test: unit, integration, config checks, e2e against the real backends
+test: bootstrap bootstrap-images bootstrap-k8s bootstrap-browser lint ## Every test: unit, integration, config checks, e2e against the real backends
 	CI=$${CI:-} $(PYTEST) tests
 
 test-e2e: bootstrap bootstrap-k8s ## Only the end-to-end tests against the real backends (the crash-loop ones need the control plane)

@@ -3,7 +3,7 @@
 # every version pinned (scripts/versions.env). Idempotent: a second run checks and
 # skips. Prints each step and how long it took.
 #
-# Usage: scripts/bootstrap.sh [python|all|bench|images|k8s]   (default: all; bench adds wrk)
+# Usage: scripts/bootstrap.sh [python|all|bench|images|k8s|browser]   (default: all; bench adds wrk)
 #        scripts/bootstrap.sh --print-venv                      (path of the Python environment)
 #        scripts/bootstrap.sh --print-checkov-venv              (path of checkov's environment)
 #
@@ -11,6 +11,9 @@
 # and makes sure the base image that services/*/Dockerfile start FROM is in podman's
 # storage: a pulled official image is kept; otherwise a local stand-in is built with
 # debootstrap (see install_base_image), its rootfs tarball cached in OBS_STACK_CACHE.
+#
+# `browser` (not part of `all`; `make test` runs it) installs Debian's chromium and
+# chromium-driver for the UI tests (tests/e2e/browser/, marker browser).
 #
 # `k8s` (not part of `all`; `make validate` and `make test` run it) builds a Kubernetes
 # control plane and its companions from the Go module proxy into OBS_STACK_CACHE/bin, one
@@ -56,8 +59,8 @@ if [[ "${1:-}" == "--print-checkov-venv" ]]; then
 fi
 what=${1:-all}
 case "$what" in
-  python|all|bench|images|k8s) ;;
-  *) echo "usage: $0 [python|all|bench|images|k8s|--print-venv|--print-checkov-venv]" >&2; exit 2 ;;
+  python|all|bench|images|k8s|browser) ;;
+  *) echo "usage: $0 [python|all|bench|images|k8s|browser|--print-venv|--print-checkov-venv]" >&2; exit 2 ;;
 esac
 
 log() { printf '[bootstrap] %s\n' "$*"; }
@@ -137,19 +140,181 @@ install_prometheus() {
     prometheus-elasticsearch-exporter
 }
 
+# The Jaeger UI (jaeger-ui, the version that Jaeger's release embeds) from its pinned
+# source (scripts/versions.env), built with the machine's Node.js and npm into
+# OBS_STACK_CACHE/jaeger-ui-<version> (vite's build/ folder); npm's cache is
+# OBS_STACK_CACHE/npm. The source archive, in order: ../shared/vendor/ beside the
+# repository, the path in OBS_JAEGER_UI_SOURCE, the GitHub archive of the tag; its sha256
+# must be a pinned one.
+jaeger_ui_source() {  # prints the path of a source archive whose sha256 is pinned
+  local version=${JAEGER_UI_VERSION#v} archive sum
+  local vendor="$repo/../shared/vendor/jaeger-ui-$version-src.tar.gz"
+  if [[ -f "$vendor" ]]; then
+    archive=$vendor
+  elif [[ -n "${OBS_JAEGER_UI_SOURCE:-}" ]]; then
+    [[ -f "$OBS_JAEGER_UI_SOURCE" ]] || die "OBS_JAEGER_UI_SOURCE=$OBS_JAEGER_UI_SOURCE is not a file"
+    archive=$OBS_JAEGER_UI_SOURCE
+  else
+    [[ -n "$JAEGER_UI_GITHUB_SHA256" ]] || die "no jaeger-ui source: $vendor is absent, \
+OBS_JAEGER_UI_SOURCE is unset, and the GitHub archive's sha256 is not pinned \
+(JAEGER_UI_GITHUB_SHA256 in scripts/versions.env is empty), so it is not downloaded"
+    archive="$cache/dl/jaeger-ui-$version-github.tar.gz"
+    if [[ ! -f "$archive" ]]; then
+      mkdir -p "$cache/dl"
+      curl -fsSL --retry 3 -o "$archive.tmp" \
+        "https://github.com/jaegertracing/jaeger-ui/archive/refs/tags/$JAEGER_UI_VERSION.tar.gz" \
+        || die "download of the jaeger-ui $JAEGER_UI_VERSION source failed"
+      mv "$archive.tmp" "$archive"
+    fi
+  fi
+  sum=$(sha256sum "$archive" | cut -d' ' -f1)
+  if [[ "$sum" != "$JAEGER_UI_VENDOR_SHA256" \
+        && ( -z "$JAEGER_UI_GITHUB_SHA256" || "$sum" != "$JAEGER_UI_GITHUB_SHA256" ) ]]; then
+    die "$archive has sha256 $sum, which is neither pinned hash in scripts/versions.env"
+  fi
+  log "  source $archive (sha256 $sum, pinned)" >&2
+  echo "$archive"
+}
+jaeger_ui_assets() { echo "$cache/jaeger-ui-$JAEGER_UI_VERSION"; }
+install_jaeger_ui() {
+  local assets archive start=$SECONDS
+  assets=$(jaeger_ui_assets)
+  if [[ -f "$assets/index.html" ]]; then log "  $assets present"; return; fi
+  command -v npm >/dev/null || die "Node.js and npm are needed to build the Jaeger UI (node >= 20)"
+  archive=$(jaeger_ui_source)
+  local work="$cache/build/jaeger-ui-$JAEGER_UI_VERSION" log="$cache/logs/jaeger-ui.build.log"
+  mkdir -p "$cache/logs" "$cache/npm"
+  rm -rf "$work"
+  mkdir -p "$work"
+  : >"$log"
+  tar -xzf "$archive" -C "$work" --strip-components=1
+  # The repository's .npmrc asks for Node >= 24 (engine-strict); it builds with 20.
+  # --ignore-scripts: its postinstall hooks only set up git hooks and patch tooling that the
+  # two builds below do not use (../shared/vendor/README.md, the recipe that worked here).
+  log "  npm ci (about 1400 packages, ~2 min; log: $log)"
+  (cd "$work" && nice -n 10 env npm_config_cache="$cache/npm" npm ci --ignore-scripts \
+      --no-audit --no-fund --engine-strict=false) >>"$log" 2>&1 \
+    || { tail -n 30 "$log" >&2; die "npm ci of jaeger-ui failed (full log: $log)"; }
+  log "  npm ci done ($((SECONDS - start)) s); building plexus, then the UI with vite (~4-5 min)"
+  (cd "$work" && nice -n 10 env npm_config_cache="$cache/npm" \
+      npm run --workspace @jaegertracing/plexus prepublishOnly) >>"$log" 2>&1 \
+    || { tail -n 30 "$log" >&2; die "the plexus build of jaeger-ui failed (full log: $log)"; }
+  (cd "$work/packages/jaeger-ui" && nice -n 10 env npm_config_cache="$cache/npm" npm run build) >>"$log" 2>&1 \
+    || { tail -n 30 "$log" >&2; die "the vite build of jaeger-ui failed (full log: $log)"; }
+  [[ -f "$work/packages/jaeger-ui/build/index.html" ]] \
+    || die "the jaeger-ui build made no build/index.html (full log: $log)"
+  rm -rf "$assets.tmp" "$assets"
+  mv "$work/packages/jaeger-ui/build" "$assets.tmp"
+  mv "$assets.tmp" "$assets"
+  rm -rf "$work"
+  log "  built $assets ($(du -sh "$assets" | cut -f1), $((SECONDS - start)) s)"
+}
+
+# Jaeger from its Go module, with the UI above embedded: the module zip lacks the assets,
+# so a writable copy of it gets them gzipped into cmd/query/app/ui/actual/ (Jaeger's own
+# `make build-ui` recipe), where cmd/query/app/ui/assets.go embeds them; without them the
+# binary serves a placeholder page. The binary's name carries the UI's version, so that a
+# binary built without the UI (jaeger-<module version>) is never taken for this one.
 install_jaeger() {
-  local binary="$cache/bin/jaeger-$JAEGER_MODULE_VERSION"
+  local binary="$cache/bin/jaeger-$JAEGER_MODULE_VERSION-ui-$JAEGER_UI_VERSION" start=$SECONDS
   if [[ -x "$binary" ]]; then log "  $binary present"; return; fi
   command -v go >/dev/null || die "Go is needed to build Jaeger (go >= 1.24)"
-  mkdir -p "$cache/bin"
+  install_jaeger_ui
+  mkdir -p "$cache/bin" "$cache/logs"
   export GOMODCACHE="$cache/gomod" GOTOOLCHAIN=local GOFLAGS=-modcacherw
-  local dir
-  dir=$(go mod download -json "github.com/jaegertracing/jaeger@$JAEGER_MODULE_VERSION" \
+  local module work="$cache/build/jaeger-$JAEGER_MODULE_VERSION" log="$cache/logs/jaeger.build.log"
+  module=$(go mod download -json "github.com/jaegertracing/jaeger@$JAEGER_MODULE_VERSION" \
         | "$python" -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
-  log "  building Jaeger $JAEGER_RELEASE (module $JAEGER_MODULE_VERSION); first time takes minutes"
-  (cd "$dir" && go build -trimpath -o "$binary.tmp" ./cmd/jaeger) 2>"$cache/jaeger-build.log" \
-    || { tail -n 30 "$cache/jaeger-build.log" >&2; die "go build of Jaeger failed (full log: $cache/jaeger-build.log)"; }
+  rm -rf "$work"
+  mkdir -p "$(dirname "$work")"
+  cp -r "$module" "$work"
+  chmod -R u+w "$work"
+  local actual="$work/cmd/query/app/ui/actual"
+  rm -rf "$actual"
+  mkdir -p "$actual"
+  cp -r "$(jaeger_ui_assets)/." "$actual/"
+  find "$actual" -type f -exec gzip --no-name {} +
+  [[ -f "$actual/index.html.gz" ]] || die "no index.html.gz in $actual"
+  log "  go build ./cmd/jaeger (Jaeger $JAEGER_RELEASE, module $JAEGER_MODULE_VERSION, UI $JAEGER_UI_VERSION embedded; 3-6 min cold; log: $log)"
+  (cd "$work" && nice -n 10 go build -trimpath -o "$binary.tmp" ./cmd/jaeger) >"$log" 2>&1 \
+    || { tail -n 30 "$log" >&2; die "go build of Jaeger failed (full log: $log)"; }
   mv "$binary.tmp" "$binary"
+  rm -rf "$work"
+  log "  built $binary ($((SECONDS - start)) s)"
+}
+
+# The web UI of Debian's Alertmanager, which its package leaves out: the files that the
+# same upstream release embeds (the Go module's package asset, /static: index.html, the
+# compiled Elm script.js, fonts and CSS), written to OBS_STACK_CACHE/alertmanager-ui-<version>
+# by a small program in a wrapper module; `make demo` passes that folder as --web.ui-path.
+install_alertmanager_ui() {
+  local ui="$cache/alertmanager-ui-$ALERTMANAGER_UI_VERSION"
+  if [[ -f "$ui/script.js" ]]; then log "  $ui present"; return; fi
+  command -v go >/dev/null || die "Go is needed to unpack Alertmanager's web UI (go >= 1.24)"
+  local dir="$cache/src/alertmanager-ui-$ALERTMANAGER_UI_VERSION" log="$cache/logs/alertmanager-ui.log"
+  mkdir -p "$cache/logs" "$dir"
+  export GOMODCACHE="$cache/gomod" GOTOOLCHAIN=local GOFLAGS=-modcacherw
+  printf 'module example.local/obs-stack-alertmanager-ui\n\ngo 1.22\n\nrequire github.com/prometheus/alertmanager %s\n' \
+    "$ALERTMANAGER_UI_VERSION" >"$dir/go.mod"
+  cat >"$dir/main.go" <<'GO'
+// Writes the web UI that Alertmanager's release embeds (package asset, /static) to os.Args[1].
+package main
+
+import (
+	"io"
+	"log"
+	"net/http"
+	"os"
+	"path/filepath"
+
+	"github.com/prometheus/alertmanager/asset"
+)
+
+func copyTree(fs http.FileSystem, from, to string) {
+	file, err := fs.Open(from)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer file.Close()
+	info, err := file.Stat()
+	if err != nil {
+		log.Fatal(err)
+	}
+	if !info.IsDir() {
+		out, err := os.Create(to)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if _, err := io.Copy(out, file); err != nil {
+			log.Fatal(err)
+		}
+		if err := out.Close(); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
+	if err := os.MkdirAll(to, 0o755); err != nil {
+		log.Fatal(err)
+	}
+	entries, err := file.Readdir(-1)
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, entry := range entries {
+		copyTree(fs, from+"/"+entry.Name(), filepath.Join(to, entry.Name()))
+	}
+}
+
+func main() { copyTree(asset.Assets, "/static", os.Args[1]) }
+GO
+  rm -rf "$ui.tmp"
+  (cd "$dir" && go mod tidy && go run . "$ui.tmp") >"$log" 2>&1 \
+    || { tail -n 30 "$log" >&2; die "unpacking Alertmanager $ALERTMANAGER_UI_VERSION's web UI failed (full log: $log)"; }
+  [[ -f "$ui.tmp/script.js" && -f "$ui.tmp/index.html" ]] || die "no script.js or index.html in $ui.tmp"
+  chmod -R a+rX "$ui.tmp"
+  mv "$ui.tmp" "$ui"
+  rm -rf "$dir"
+  log "  wrote $ui ($(du -sh "$ui" | cut -f1))"
 }
 
 # Fluent Bit from its pinned source (scripts/versions.env), built with cmake into
@@ -252,6 +417,11 @@ install_elasticsearch() {
     log "  created system user obs-es (Elasticsearch refuses to run as root)"
   fi
   log "  Elasticsearch $ELASTICSEARCH_VERSION at $home"
+}
+
+install_browser() {
+  apt_install chromium "$CHROMIUM_DEB_VERSION" chromium
+  apt_install chromium-driver "$CHROMIUM_DRIVER_DEB_VERSION" chromedriver
 }
 
 install_container_tools() {
@@ -699,6 +869,11 @@ if [[ "$what" == k8s ]]; then
   log "all done in $((SECONDS - total)) s"
   exit 0
 fi
+if [[ "$what" == browser ]]; then
+  step "chromium, chromium-driver $CHROMIUM_DEB_VERSION (Debian)" install_browser
+  log "all done in $((SECONDS - total)) s"
+  exit 0
+fi
 if [[ "$what" == images ]]; then
   step "podman, runc, debootstrap (Debian)" install_container_tools
   step "base image of services/*/Dockerfile" install_base_image
@@ -708,7 +883,8 @@ fi
 step "python venv ($venv)" install_python
 if [[ "$what" == all || "$what" == bench ]]; then
   step "prometheus, alertmanager, elasticsearch exporter (Debian)" install_prometheus
-  step "jaeger $JAEGER_RELEASE (go build)" install_jaeger
+  step "alertmanager web UI $ALERTMANAGER_UI_VERSION (from its Go module)" install_alertmanager_ui
+  step "jaeger $JAEGER_RELEASE with its UI $JAEGER_UI_VERSION (npm + go build, from source)" install_jaeger
   step "fluent-bit $FLUENT_BIT_VERSION (cmake, from source)" install_fluent_bit
   step "elasticsearch $ELASTICSEARCH_VERSION (Maven Central)" install_elasticsearch
 fi

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-from obs_tools.common.versions import elasticsearch_home, jaeger_binary
+from obs_tools.common.versions import alertmanager_ui_dir, elasticsearch_home, jaeger_binary
 from obs_tools.loadgen.cli import background_argv
 from obs_tools.localstack import runner
 from obs_tools.localstack.components import LocalStack, Ports
@@ -22,6 +22,7 @@ from obs_tools.localstack.supervisor import Supervisor
 REQUIREMENTS = {
     "Prometheus": lambda: shutil.which("prometheus"),
     "Alertmanager": lambda: shutil.which("prometheus-alertmanager"),
+    "Alertmanager web UI": lambda: (alertmanager_ui_dir() / "script.js").exists(),
     "Elasticsearch exporter": lambda: shutil.which("prometheus-elasticsearch-exporter"),
     "Jaeger": lambda: jaeger_binary().exists(),
     "Elasticsearch": lambda: (elasticsearch_home() / "bin" / "elasticsearch").exists(),

@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import datetime
 import json
+import re
 
 import httpx
 import pytest
@@ -215,10 +216,10 @@ def test_every_saved_search_finds_log_lines(backends, where, kql):
 
 def test_jaeger_serves_the_ui_config_that_links_traces_to_kibana(local_stack):
     page = httpx.get(f"{local_stack.url('jaeger_query')}/", timeout=10).text
-    # The query extension injects the UI config into the page it serves (the UI
-    # assets are not in this build, but the placeholder page carries the same slot).
-    line = next(line for line in page.splitlines() if line.startswith("JAEGER_CONFIG = "))
-    served = json.loads(line.removeprefix("JAEGER_CONFIG = ").rstrip(";"))
+    # The query extension injects the UI config into the UI's index.html, in place of
+    # `const JAEGER_CONFIG = DEFAULT_CONFIG;`.
+    (served,) = re.findall(r"^\s*const JAEGER_CONFIG = (.*);$", page, flags=re.MULTILINE)
+    served = json.loads(served)
     expected = json.loads((v.REPO / "jaeger" / "ui-config.json").read_text())
     assert served == expected
 

@@ -32,7 +32,14 @@ def cache_dir() -> Path:
 
 
 def jaeger_binary() -> Path:
-    return cache_dir() / "bin" / f"jaeger-{VERSIONS['JAEGER_MODULE_VERSION']}"
+    """Jaeger with its web UI embedded, both built from pinned source by the bootstrap."""
+    name = f"jaeger-{VERSIONS['JAEGER_MODULE_VERSION']}-ui-{VERSIONS['JAEGER_UI_VERSION']}"
+    return cache_dir() / "bin" / name
+
+
+def alertmanager_ui_dir() -> Path:
+    """The web UI of Debian's Alertmanager release, unpacked by `scripts/bootstrap.sh all`."""
+    return cache_dir() / f"alertmanager-ui-{VERSIONS['ALERTMANAGER_UI_VERSION']}"
 
 
 # `scripts/bootstrap.sh k8s`: one binary per tool and version in cache_dir()/bin, named

@@ -100,7 +100,7 @@ The stack is up. Where to look:
   Backend         {u("backend")}/
   Prometheus      {u("prometheus")}/graph     alerts: {u("prometheus")}/alerts
   Alertmanager    {u("alertmanager")}/
-  Jaeger (API)    {u("jaeger_query")}/api/services   this build has no UI, see README
+  Jaeger          {u("jaeger_query")}/search       (the UI; the query API is under /api/)
   Elasticsearch   {u("elasticsearch")}/obs-logs-*/_search
                   user {ES_USER}, password in {stack.es_password_file}
   Caught e-mail   make mail            (list)   make mail N=1   (read one)

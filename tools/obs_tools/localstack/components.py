@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from ..common.versions import REPO, VERSIONS, elasticsearch_home, jaeger_binary
+from ..common.versions import REPO, VERSIONS, alertmanager_ui_dir, elasticsearch_home, jaeger_binary
 from ..common.wait import free_port
 
 ES_USER = "obs-admin"
@@ -259,6 +259,9 @@ class LocalStack:
                     f"--web.external-url={self.url('alertmanager')}",
                     # A single instance: no gossip port for an HA cluster.
                     "--cluster.listen-address=",
+                    # Debian's package has no web UI; the release's own, unpacked by the
+                    # bootstrap (trailing slash: the flag names a folder).
+                    f"--web.ui-path={alertmanager_ui_dir()}/",
                 ],
                 ready=http_ok(f"{self.url('alertmanager')}/-/ready"),
                 priority=200,
