@@ -2,6 +2,11 @@
 each UI of contract.UIS, held until Ctrl-C) and the URLs and logins that it and the end
 of `make up` print. Logins are never printed: it says which Secret holds them.
 
+A local port that is taken (macOS's AirPlay Receiver listens on :5000) is skipped with a
+warning naming the option that moves it (--port SERVICE=PORT); the other UIs open. A
+port-forward that stops (its pod restarted: client-go's "lost connection to pod") is
+started again; the others keep running.
+
 Reads no environment variables (kubectl reads KUBECONFIG).
 """
 
@@ -9,21 +14,48 @@ from __future__ import annotations
 
 import subprocess
 import time
+from dataclasses import dataclass
 
-from obs_tools.common.wait import PollTimeout, poll_until, port_in_use
+from obs_tools.common.wait import GiveUp, PollTimeout, poll_until, port_in_use
 
 from .console import say
 from .contract import UI, UIS
 from .kubectl import DeployError, Kubectl
 
-Forward = tuple[UI, subprocess.Popen]
+# A forward that cannot be brought back this many times in a row is given up.
+RESTART_ATTEMPTS = 3
 
 
-def print_access(profile: str | None, forwarded: bool = False) -> None:
+@dataclass
+class Forward:
+    ui: UI
+    port: int  # the local one
+    process: subprocess.Popen
+    message: str | None = None  # why it stopped, once read
+
+
+def local_ports(overrides: dict[str, int] | None = None) -> dict[str, int]:
+    """Local port per UI service name: the Service's own port unless overridden."""
+    overrides = overrides or {}
+    unknown = sorted(set(overrides) - {ui.service for ui in UIS})
+    if unknown:
+        raise DeployError(
+            f"--port names no UI: {', '.join(unknown)} (UIs: "
+            + ", ".join(ui.service for ui in UIS)
+            + ")"
+        )
+    return {ui.service: overrides.get(ui.service, ui.port) for ui in UIS}
+
+
+def print_access(
+    profile: str | None, forwarded: bool = False, ports: dict[str, int] | None = None
+) -> None:
+    ports = ports or local_ports()
     if not forwarded:
         say("Reach the UIs with `make open` (port-forwards until Ctrl-C), then:")
     for ui in UIS:
-        say(f"  {ui.title:<24} http://127.0.0.1:{ui.port}{ui.path}")
+        if ui.service in ports:
+            say(f"  {ui.title:<24} http://127.0.0.1:{ports[ui.service]}{ui.path}")
     # Values are never printed: say where to read them.
     say("Logins (read from the Secrets; `up --show-secrets` prints every value):")
     say(
@@ -37,68 +69,113 @@ def print_access(profile: str | None, forwarded: bool = False) -> None:
     )
 
 
-def open_uis(kubectl: Kubectl) -> None:
-    """Forward every UI's port until Ctrl-C, or until a port-forward stops."""
-    busy = [ui for ui in UIS if port_in_use(ui.port)]
-    if busy:
-        raise DeployError(
-            "local ports already in use: " + ", ".join(f"{ui.port} ({ui.title})" for ui in busy)
-        )
+def open_uis(kubectl: Kubectl, overrides: dict[str, int] | None = None) -> None:
+    """Forward every UI whose local port is free until Ctrl-C."""
+    ports = free_ports(local_ports(overrides))
     forwards: list[Forward] = []
     try:
         # Appended one by one: if a later one fails to start, `finally` still stops
         # the ones already running.
         for ui in UIS:
-            forwards.append((ui, start_forward(kubectl, ui)))
-        for ui, process in forwards:
-            wait_listening(ui, process)
-        print_access(None, forwarded=True)
+            if ui.service in ports:
+                forwards.append(start_forward(kubectl, ui, ports[ui.service]))
+        for forward in forwards:
+            wait_listening(forward)
+        print_access(None, forwarded=True, ports=ports)
         say("Forwarding until Ctrl-C.")
-        watch(forwards)
+        watch(kubectl, forwards)
     except KeyboardInterrupt:
         say("Stopped forwarding.")
     finally:
         stop(forwards)
 
 
-def start_forward(kubectl: Kubectl, ui: UI) -> subprocess.Popen:
+def free_ports(ports: dict[str, int]) -> dict[str, int]:
+    """The UIs whose local port is free; a warning for each one that is taken."""
+    free = {}
+    for ui in UIS:
+        port = ports[ui.service]
+        if port_in_use(port):
+            say(
+                f"warning: local port {port} is in use: {ui.title} is not forwarded. Pick "
+                f'another: make open UP_ARGS="--port {ui.service}=PORT" (on macOS, :5000 '
+                "is the AirPlay Receiver's: System Settings > General > AirDrop & Handoff)"
+            )
+        else:
+            free[ui.service] = port
+    if not free:
+        raise DeployError("every local port is in use: nothing to forward (see the warnings)")
+    return free
+
+
+def start_forward(kubectl: Kubectl, ui: UI, port: int) -> Forward:
     argv = kubectl.argv(
         ["port-forward", "-n", ui.namespace, f"svc/{ui.service}",
-         f"{ui.port}:{ui.port}", "--address", "127.0.0.1"]
+         f"{port}:{ui.port}", "--address", "127.0.0.1"]
     )  # fmt: skip
-    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return Forward(ui, port, process)
 
 
-def wait_listening(ui: UI, process: subprocess.Popen) -> None:
+def exit_message(forward: Forward) -> str:
+    """Why a stopped port-forward stopped: its stderr, read once (a pipe reads empty
+    the second time)."""
+    if forward.message is None:
+        error = forward.process.stderr.read().strip() if forward.process.stderr else ""
+        forward.message = (
+            f"port-forward to {forward.ui.title} exited {forward.process.returncode}: "
+            + (error or "(no message)")
+        )
+    return forward.message
+
+
+def wait_listening(forward: Forward) -> None:
     def listening():
-        if process.poll() is not None:
-            raise DeployError(f"port-forward to {ui.title} exited: {process.stderr.read().strip()}")
-        return port_in_use(ui.port)
+        if forward.process.poll() is not None:
+            # GiveUp, not DeployError: poll_until takes any other exception for "not
+            # yet", would call again and read an already drained stderr.
+            raise GiveUp(exit_message(forward))
+        return port_in_use(forward.port)
 
     try:
-        poll_until(listening, f"port-forward to {ui.title}", 20)
-    except PollTimeout as exc:
+        poll_until(listening, f"port-forward to {forward.ui.title}", 20)
+    except (GiveUp, PollTimeout) as exc:
         raise DeployError(str(exc)) from None
 
 
-def watch(forwards: list[Forward]) -> None:
-    """Never returns: raises when a port-forward stops, rather than leave a URL listed
-    that no longer answers."""
-    while True:
-        for ui, process in forwards:
-            if process.poll() is not None:
-                raise DeployError(
-                    f"port-forward to {ui.title} stopped: {process.stderr.read().strip()}"
-                )
+def watch(kubectl: Kubectl, forwards: list[Forward]) -> None:
+    """Never returns: a port-forward that stops is started again (its pod restarted);
+    one that cannot be brought back is given up with a warning, the others stay."""
+    failures = {f.ui.service: 0 for f in forwards}
+    while forwards:
+        for forward in [f for f in forwards if f.process.poll() is not None]:
+            say(f"warning: {exit_message(forward)}; starting it again")
+            restarted = start_forward(kubectl, forward.ui, forward.port)
+            forwards[forwards.index(forward)] = restarted
+            try:
+                wait_listening(restarted)
+            except DeployError as exc:
+                stop([restarted])  # one that timed out may still run
+                failures[forward.ui.service] += 1
+                say(f"warning: {exc}")
+                if failures[forward.ui.service] >= RESTART_ATTEMPTS:
+                    say(f"warning: gave up on {forward.ui.title}; the others stay open")
+                    forwards.remove(restarted)
+                continue
+            failures[forward.ui.service] = 0
+            say(f"  {forward.ui.title}: forwarding again on 127.0.0.1:{forward.port}")
+        # A check a second is soon enough for a person, and cheap.
         time.sleep(1)
+    raise DeployError("every port-forward stopped")
 
 
 def stop(forwards: list[Forward]) -> None:
     # Terminate all first, then wait: the forwards stop in parallel, not one by one.
-    for _, process in forwards:
-        process.terminate()
-    for _, process in forwards:
+    for forward in forwards:
+        forward.process.terminate()
+    for forward in forwards:
         try:
-            process.wait(timeout=5)
+            forward.process.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            process.kill()
+            forward.process.kill()
+            forward.process.wait(timeout=5)

@@ -67,11 +67,26 @@ def parser() -> argparse.ArgumentParser:
         f"{DEFAULT_TIMEOUT:g}",
     )
     parser.add_argument(
+        "--port",
+        action="append",
+        type=port_override,
+        default=[],
+        metavar="SERVICE=PORT",
+        help="open: forward this UI to another local port (e.g. frontend=5001; repeatable)",
+    )
+    parser.add_argument(
         "--show-secrets",
         action="store_true",
         help="print the Secrets' values (never printed otherwise)",
     )
     return parser  # fmt: skip
+
+
+def port_override(text: str) -> tuple[str, int]:
+    service, _, port = text.partition("=")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected SERVICE=PORT (frontend=5001), not {text!r}")
+    return service, int(port)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "down":
         deployment.down()
     elif args.command == "open":
-        open_uis(deployment.kubectl)
+        open_uis(deployment.kubectl, dict(args.port))
     return 0
 
 

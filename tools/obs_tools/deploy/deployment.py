@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import re
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -57,7 +59,8 @@ RESUME_HINT = (
     "resumes (it re-applies and waits again), and `make status` shows what is not ready."
 )
 KUBECTL_HINT = (
-    "Install it: https://kubernetes.io/docs/tasks/tools/ (`minikube kubectl` also works)."
+    "Install it: https://kubernetes.io/docs/tasks/tools/ (with minikube installed and no "
+    "kubectl, `make up` runs `minikube kubectl --` instead; a shell alias is not seen)."
 )
 
 T = TypeVar("T")
@@ -80,17 +83,27 @@ class Deployment:
         self.args = args
         self.profile = args.profile
         self.manifests = Path(args.manifests).resolve()
-        kubectl = require_tool("kubectl", KUBECTL_HINT, args.kubectl)
-        self.minikube = (
-            None
-            if args.skip_minikube
-            else Minikube(require_tool("minikube", MINIKUBE_HINT), self.profile)
-        )
+        self.minikube = None
+        if not args.skip_minikube:
+            if not (args.kubectl or shutil.which("kubectl")) and not shutil.which("minikube"):
+                require_tool("kubectl", KUBECTL_HINT)  # neither: name the first one needed
+            self.minikube = Minikube(require_tool("minikube", MINIKUBE_HINT), self.profile)
         # Minikube names its kubectl context after the profile.
         context = args.context or (None if args.skip_minikube else self.profile)
-        self.kubectl = Kubectl(kubectl, context, args.kubeconfig)
+        self.kubectl = self.find_kubectl(context)
         if not (self.manifests / "kustomization.yaml").exists():
             raise DeployError(f"no kustomization.yaml in {self.manifests}")
+
+    def find_kubectl(self, context: str | None) -> Kubectl:
+        """kubectl from --kubectl or PATH; with Minikube and no kubectl on PATH,
+        `minikube -p PROFILE kubectl --` (it downloads the cluster's kubectl version
+        the first time; a shell alias `kubectl=...` is invisible to this process)."""
+        if self.args.kubectl or not self.minikube or shutil.which("kubectl"):
+            path = require_tool("kubectl", KUBECTL_HINT, self.args.kubectl)
+            return Kubectl(path, context, self.args.kubeconfig)
+        say(f"No kubectl on PATH: using `minikube -p {self.profile} kubectl --`.")
+        prefix = ("-p", self.profile, "kubectl", "--")
+        return Kubectl(self.minikube.path, context, self.args.kubeconfig, prefix)
 
     # --- preflight -------------------------------------------------------------------
     def preflight(self) -> resources.Sizing | None:
@@ -126,10 +139,11 @@ class Deployment:
         sizing = self.step("preflight", self.preflight)
         if self.minikube:
             self.step("minikube", lambda: self.minikube.start(sizing))
-        self.provide_images()
-        with self.kustomization() as manifests:
+        tags = self.provide_images()
+        with self.kustomization(tags) as manifests:
             render_yaml = render(self.kubectl, manifests)
             self.step("namespaces", lambda: self.apply_namespaces(render_yaml))
+            self.step("failed jobs", lambda: self.replace_failed_jobs(render_yaml))
             changed = self.step(
                 "secrets", lambda: ensure_secrets(self.kubectl, say, self.args.show_secrets)
             )
@@ -150,25 +164,56 @@ class Deployment:
         say(f"    {name}: ok ({time.monotonic() - start:.0f} s)")
         return result
 
-    def provide_images(self) -> None:
-        """The service images: built in Minikube, or already in --registry or on the nodes."""
+    def provide_images(self) -> dict[str, str] | None:
+        """The service images: built in Minikube (their tags returned), or already in
+        --registry or on the nodes (None: the manifests' tags)."""
         if self.args.registry:
             say(f"Images from {self.args.registry} (not built here).")
         elif self.args.skip_build:
             say("Image build skipped (--skip-build): the images must already be on the nodes.")
         elif self.minikube:
-            self.step("images", self.minikube.build_images)
+            return self.step("images", self.minikube.build_images)
         else:
             raise DeployError(
                 "on a cluster other than Minikube, name the registry that holds the images "
                 "(--registry REGISTRY) or pass --skip-build if the nodes already have them"
             )
 
-    def kustomization(self) -> contextlib.AbstractContextManager[Path]:
-        """k8s/ itself, or an overlay that points the images at --registry."""
+    def kustomization(
+        self, tags: dict[str, str] | None = None
+    ) -> contextlib.AbstractContextManager[Path]:
+        """k8s/ itself, or an overlay that points the images at --registry, or at the
+        tags just built in Minikube (a new tag changes the pod template: the pods roll)."""
+        if tags:
+            return images_overlay(self.manifests, {name: (name, t) for name, t in tags.items()})
         if not self.args.registry:
             return contextlib.nullcontext(self.manifests)
         return registry_overlay(self.manifests, self.args.registry)
+
+    def replace_failed_jobs(self, render_yaml: str) -> None:
+        """A Job out of retries stays Failed, and `apply` does not run it again: delete
+        ours that failed, so that this run's apply creates them anew."""
+        jobs = {
+            (d["metadata"].get("namespace", "default"), d["metadata"]["name"])
+            for d in yaml.safe_load_all(render_yaml)
+            if d and d["kind"] == "Job"
+        }
+        failed = []
+        for namespace in sorted({namespace for namespace, _ in jobs}):
+            listed = self.kubectl.run("get", "jobs", "-n", namespace, "-o", "json", check=False)
+            for job in (json.loads(listed.stdout).get("items") if listed.stdout else None) or []:
+                workload = rollout.workload_state({**job, "kind": "Job"})
+                if workload.failed and (namespace, workload.name) in jobs:
+                    failed.append(workload)
+        for job in failed:
+            say(f"  job/{job.name} ({job.namespace}) had failed ({job.failed}): deleting it "
+                "so that it runs again")  # fmt: skip
+            self.kubectl.run(
+                "delete", "job", job.name, "-n", job.namespace, "--ignore-not-found", "--wait",
+                "--timeout=120s", timeout=150,
+            )  # fmt: skip
+        if not failed:
+            say("  none")
 
     def apply_namespaces(self, render_yaml: str) -> None:
         namespaces = [d for d in yaml.safe_load_all(render_yaml) if d and d["kind"] == "Namespace"]
@@ -276,18 +321,25 @@ class Deployment:
         ]
 
 
+def registry_overlay(manifests: Path, registry: str) -> contextlib.AbstractContextManager[Path]:
+    """A kustomization over `manifests` that names the service images in `registry`."""
+    return images_overlay(
+        manifests,
+        {
+            image.name: (f"{registry.rstrip('/')}/{image.name}", image_tag(image.service))
+            for image in IMAGES
+        },
+    )
+
+
 @contextlib.contextmanager
-def registry_overlay(manifests: Path, registry: str) -> Iterator[Path]:
-    """A kustomization over `manifests` that names the service images in `registry`,
-    in a temporary directory that is removed on exit."""
+def images_overlay(manifests: Path, images: dict[str, tuple[str, str]]) -> Iterator[Path]:
+    """A kustomization over `manifests` that renames each image {name: (new name,
+    new tag)} (kustomize `images`), in a temporary directory removed on exit."""
     with tempfile.TemporaryDirectory(prefix="obs-stack-overlay-") as directory:
         images = [
-            {
-                "name": image.name,
-                "newName": f"{registry.rstrip('/')}/{image.name}",
-                "newTag": image_tag(image.service),
-            }
-            for image in IMAGES
+            {"name": name, "newName": new_name, "newTag": tag}
+            for name, (new_name, tag) in images.items()
         ]
         kustomization = {
             "apiVersion": "kustomize.config.k8s.io/v1beta1",

@@ -32,11 +32,14 @@ class Kubectl:
     executable: str = "kubectl"
     context: str | None = None
     kubeconfig: str | None = None  # None: kubectl's own choice ($KUBECONFIG, ~/.kube/config)
+    # Words between the executable and kubectl's own arguments: ("-p", PROFILE,
+    # "kubectl", "--") when the executable is minikube (`minikube kubectl --`).
+    prefix: tuple[str, ...] = ()
 
     def argv(self, args: Sequence[str]) -> list[str]:
         config = ["--kubeconfig", self.kubeconfig] if self.kubeconfig else []
         context = ["--context", self.context] if self.context else []
-        return [self.executable, *config, *context, *args]
+        return [self.executable, *self.prefix, *config, *context, *args]
 
     def run(
         self,

@@ -1,6 +1,12 @@
 """Minikube's part of `make preflight` and `make up`: the node size the k8s/ render needs
 (held against an existing profile, or against this machine before a new one), `minikube
-start` with that size, and the service images built inside the node.
+start` with that size, and the service images built inside the node, tagged with a hash
+of what each image is built from (so that a code change reaches the pods, and a build
+that failed can never pass for the old image of the same tag).
+
+Supported minikube: v1.34.0 to v1.38.1 (scripts/versions.env MINIKUBE_MIN_VERSION and
+MINIKUBE_MAX_TESTED_VERSION): what it prints was read from its source at those tags, and
+tests/support/fake_minikube.py imitates it, citing the files.
 
 Reads MINIKUBE_HOME (where Minikube keeps its machines, for the disk check; default
 ~/.minikube). The profile comes from the command line (cli.py: --profile, default
@@ -9,12 +15,15 @@ $OBS_MINIKUBE_PROFILE, else minikube).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shlex
 import time
 from pathlib import Path
 
 from obs_tools.common.paths import REPO
+from obs_tools.common.versions import VERSIONS
 
 from . import resources
 from .console import indent, say
@@ -22,6 +31,14 @@ from .contract import IMAGES, Image, image_tag
 from .kubectl import DeployError, run_tool
 
 HINT = "Install it: https://minikube.sigs.k8s.io/docs/start/ (or use --skip-minikube)."
+# `profile list -o json` Status of a profile whose API server answers. minikube v1.34.0
+# printed the API server's state, "Running" (cmd/minikube/cmd/config/profile_list.go,
+# profileStatus); from v1.35.0 on it prints cluster.GetState's name, "OK" (code 200), or
+# "HAppy" (201) for an HA cluster with all control planes healthy
+# (pkg/minikube/cluster/status.go, codeNames; read at v1.35.0 and v1.38.1). v1.34.0
+# also printed "HAppy" for HA. Anything else ("Stopped", "Paused", "Degraded",
+# "Starting", "Unknown"...) is left to `minikube start`, which resumes or repairs it.
+RUNNING = frozenset({"Running", "OK", "HAppy"})
 
 
 class Minikube:
@@ -90,46 +107,95 @@ class Minikube:
 
     def start(self, sizing: resources.Sizing) -> None:
         profile = self.find_profile()
-        if profile and profile.get("Status") == "Running":
-            say(f"  Minikube profile {self.profile!r} is running.")
+        if is_running(profile):
+            say(f"  Minikube profile {self.profile!r} is running ({profile_state(profile)}).")
             return
-        say(
-            f"  minikube start -p {self.profile} --cpus {sizing.cpus} --memory "
-            f"{sizing.memory_mb} --disk-size {sizing.disk_mb}mb (several minutes the first time)"
-        )
-        run_tool(
-            [self.path, "start", "-p", self.profile, f"--cpus={sizing.cpus}",
-             f"--memory={sizing.memory_mb}", f"--disk-size={sizing.disk_mb}mb"],
-            900, "minikube start", stream=lambda line: say(f"    | {line}"),
-        )  # fmt: skip
+        argv = [self.path, "start", "-p", self.profile, f"--cpus={sizing.cpus}",
+                f"--memory={sizing.memory_mb}", f"--disk-size={sizing.disk_mb}mb"]  # fmt: skip
+        if not profile:
+            # A new cluster runs the Kubernetes the control-plane tests run, not the
+            # minikube release's default (v1.35.1 in v1.38.1). Not for an existing one:
+            # minikube refuses to downgrade it, and upgrading it is the user's call.
+            # minikube v1.38.1 lists v1.34.4 among its known versions
+            # (pkg/minikube/constants/constants_kubernetes_versions.go); older releases
+            # warn that it is newer than their newest and look it up online
+            # (cmd/minikube/cmd/start.go validateKubernetesVersion, read at v1.38.1).
+            argv.append(f"--kubernetes-version={VERSIONS['K8S_VERSION']}")
+        say(f"  {shlex.join(['minikube', *argv[1:]])} (several minutes the first time)")
+        run_tool(argv, 900, "minikube start", stream=lambda line: say(f"    | {line}"))
 
-    def build_images(self) -> None:
-        for image in IMAGES:
-            self.build_image(image)
+    def build_images(self, context: Path = REPO / "services") -> dict[str, str]:
+        """Build each service image unless the node has it already; its tag per image name."""
+        return {image.name: self.build_image(image, context) for image in IMAGES}
 
-    def build_image(self, image: Image) -> None:
-        tag = f"{image.name}:{image_tag(image.service)}"
-        say(f"  minikube image build -t {tag} -f {image.dockerfile} services")
+    def build_image(self, image: Image, context: Path) -> str:
+        tag = f"{image.name}:{content_tag(image, context)}"
+        if self.has_image(tag):
+            # Same tag, same sources: that build already succeeded.
+            say(f"  {tag}: already built from these sources")
+            return tag.split(":", 1)[1]
+        say(f"  minikube image build -t {tag} -f {image.dockerfile} {context}")
         started = time.monotonic()
         # A relative -f is taken inside the build context (services/).
-        run_tool(
-            [self.path, "-p", self.profile, "image", "build", "-t", tag,
-             "-f", image.dockerfile, str(REPO / "services")],
-            900, f"building {tag} in Minikube", stream=lambda line: say(f"    | {line}"),
-        )  # fmt: skip
+        build = [self.path, "-p", self.profile, "image", "build", "-t", tag,
+                 "-f", image.dockerfile, str(context)]  # fmt: skip
+        output = run_tool(
+            build, 900, f"building {tag} in Minikube", stream=lambda line: say(f"    | {line}")
+        ).stdout
         # `minikube image build` logs a failed build as a warning and still exits 0
-        # (machine.BuildImage): check that the image is really there.
+        # (v1.38.1 pkg/minikube/machine/build_images.go, BuildImage: "Failed to build
+        # image for profile ..." then `return nil`). The tag is new for these sources,
+        # so it is listed only if this build made it.
+        if not self.has_image(tag):
+            last = "\n".join(output.strip().splitlines()[-10:])
+            raise DeployError(
+                f"building the image {tag} ({image.service}) in Minikube failed: minikube "
+                f"exited 0 but does not list the image. Its output ended with:\n{indent(last)}"
+                f"\nRun the build by hand to see why: {shlex.join(build)}"
+            )
+        say(f"    {tag}: built ({time.monotonic() - started:.0f} s)")
+        return tag.split(":", 1)[1]
+
+    def has_image(self, tag: str) -> bool:
+        # `image ls`'s default format "short" prints one repo tag a line, normalised as
+        # docker.io/library/NAME:TAG (pkg/minikube/machine/cache_images.go, ListImages).
         listed = run_tool(
             [self.path, "-p", self.profile, "image", "ls"], 120, "minikube image ls"
         ).stdout.split()
-        if not any(ref == tag or ref.endswith(f"/{tag}") for ref in listed):
-            raise DeployError(
-                f"building {tag} in Minikube failed: `minikube image ls` does not list it "
-                f"(see `minikube -p {self.profile} logs`, or run the build by hand: "
-                f"minikube -p {self.profile} image build -t {tag} -f {image.dockerfile} "
-                "services)"
-            )
-        say(f"    {tag}: built ({time.monotonic() - started:.0f} s)")
+        return any(ref == tag or ref.endswith(f"/{tag}") for ref in listed)
+
+
+def content_tag(image: Image, context: Path) -> str:
+    """The service's version and a hash of the Dockerfile and of every file it COPYs
+    from the context: a new tag exactly when what the image is built from changed."""
+    digest = hashlib.sha256()
+    dockerfile = context / image.dockerfile
+    for path in [dockerfile, *sorted(copied_files(dockerfile, context))]:
+        digest.update(str(path.relative_to(context)).encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return f"{image_tag(image.service)}-{digest.hexdigest()[:12]}"
+
+
+def copied_files(dockerfile: Path, context: Path) -> set[Path]:
+    """The context's files that the Dockerfile's COPY lines (not --from) take, without
+    bytecode (services/.dockerignore keeps it out of the context too)."""
+    files: set[Path] = set()
+    for line in dockerfile.read_text().splitlines():
+        words = line.split()
+        if not words or words[0].upper() != "COPY" or any(w.startswith("--from") for w in words):
+            continue
+        for source in [w for w in words[1:-1] if not w.startswith("--")]:
+            root = context / source
+            found = [root] if root.is_file() else root.rglob("*")
+            files |= {
+                p for p in found
+                if p.is_file() and "__pycache__" not in p.parts and p.suffix not in (".pyc", ".pyo")
+            }  # fmt: skip
+    return files
+
+
+def is_running(profile: dict | None) -> bool:
+    return bool(profile) and profile.get("Status") in RUNNING
 
 
 def profile_state(profile: dict | None) -> str:
