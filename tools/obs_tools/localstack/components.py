@@ -240,8 +240,8 @@ class LocalStack:
                     "JAEGER_OTLP_GRPC_PORT": str(p.jaeger_otlp_grpc),
                     "JAEGER_HEALTH_PORT": str(p.jaeger_health),
                     "JAEGER_METRICS_PORT": str(p.jaeger_metrics),
-                    # The UI config (link patterns to Kibana); the query extension
-                    # reads and validates it at start even without UI assets.
+                    # The UI config (link patterns to Kibana): the query extension reads
+                    # and validates it at start, and injects it into the UI's page.
                     "JAEGER_UI_CONFIG": str(REPO / "jaeger" / "ui-config.json"),
                 },
                 ready=http_ok(f"{self.url('jaeger_health')}/status"),
