@@ -27,7 +27,8 @@
 # of Go caches (OBS_STACK_CACHE/gomod, OBS_STACK_CACHE/gocache); later runs skip what exists.
 #
 # Reads: OBS_STACK_CACHE (default ~/.cache/obs-stack), PYTHON (default python3),
-# OBS_FLUENT_BIT_SOURCE and OBS_PROMETHEUS_OPERATOR_SOURCE (source archives, see below).
+# OBS_VENDOR_DIR, OBS_FLUENT_BIT_SOURCE, OBS_JAEGER_UI_SOURCE and
+# OBS_PROMETHEUS_OPERATOR_SOURCE (where the pinned source archives are: pinned_source).
 # Installs into OBS_STACK_CACHE: the Python venv (requirements/dev.lock), the Jaeger
 # binary, the Elasticsearch zip. As root, Elasticsearch is unpacked under
 # /var/cache/obs-stack instead, because it must run as the unprivileged user
@@ -140,40 +141,63 @@ install_prometheus() {
     prometheus-elasticsearch-exporter
 }
 
-# The Jaeger UI (jaeger-ui, the version that Jaeger's release embeds) from its pinned
-# source (scripts/versions.env), built with the machine's Node.js and npm into
-# OBS_STACK_CACHE/jaeger-ui-<version> (vite's build/ folder); npm's cache is
-# OBS_STACK_CACHE/npm. The source archive, in order: ../shared/vendor/ beside the
-# repository, the path in OBS_JAEGER_UI_SOURCE, the GitHub archive of the tag; its sha256
-# must be a pinned one.
-jaeger_ui_source() {  # prints the path of a source archive whose sha256 is pinned
-  local version=${JAEGER_UI_VERSION#v} archive sum
-  local vendor="$repo/../shared/vendor/jaeger-ui-$version-src.tar.gz"
-  if [[ -f "$vendor" ]]; then
-    archive=$vendor
-  elif [[ -n "${OBS_JAEGER_UI_SOURCE:-}" ]]; then
-    [[ -f "$OBS_JAEGER_UI_SOURCE" ]] || die "OBS_JAEGER_UI_SOURCE=$OBS_JAEGER_UI_SOURCE is not a file"
-    archive=$OBS_JAEGER_UI_SOURCE
-  else
-    [[ -n "$JAEGER_UI_GITHUB_SHA256" ]] || die "no jaeger-ui source: $vendor is absent, \
-OBS_JAEGER_UI_SOURCE is unset, and the GitHub archive's sha256 is not pinned \
-(JAEGER_UI_GITHUB_SHA256 in scripts/versions.env is empty), so it is not downloaded"
-    archive="$cache/dl/jaeger-ui-$version-github.tar.gz"
-    if [[ ! -f "$archive" ]]; then
-      mkdir -p "$cache/dl"
-      curl -fsSL --retry 3 -o "$archive.tmp" \
-        "https://github.com/jaegertracing/jaeger-ui/archive/refs/tags/$JAEGER_UI_VERSION.tar.gz" \
-        || die "download of the jaeger-ui $JAEGER_UI_VERSION source failed"
-      mv "$archive.tmp" "$archive"
-    fi
+# The folders that may hold the pinned source archives of ../shared/vendor/README.md,
+# in order: OBS_VENDOR_DIR; ../shared/vendor beside this checkout; and, when this
+# checkout is a clone of a local one (`git clone . /tmp/x`, as CI does), beside that one.
+vendor_dirs() {
+  [[ -n "${OBS_VENDOR_DIR:-}" ]] && echo "$OBS_VENDOR_DIR"
+  echo "$repo/../shared/vendor"
+  local origin
+  origin=$(git -C "$repo" config --get remote.origin.url 2>/dev/null || true)
+  [[ "$origin" == /* && -d "$origin" ]] && echo "$origin/../shared/vendor"
+  return 0
+}
+
+# pinned_source FILE ENV_VAR VENDOR_SHA256 GITHUB_SHA256 GITHUB_SHA256_NAME URL
+# Prints the path of the source archive FILE whose sha256 is one of the two pinned in
+# scripts/versions.env. Looks, in order, in the vendor folders above, at the path in
+# ENV_VAR, in OBS_STACK_CACHE/dl (a copy of the archive used last time, so a later
+# checkout elsewhere needs neither), then downloads URL (the tag's GitHub archive) when
+# its sha256 is pinned.
+pinned_source() {
+  local file=$1 env_var=$2 vendor_sha=$3 github_sha=$4 github_sha_name=$5 url=$6
+  local archive="" dir sum cached="$cache/dl/$file"
+  while read -r dir; do
+    [[ -f "$dir/$file" ]] && { archive="$dir/$file"; break; }
+  done < <(vendor_dirs)
+  if [[ -z "$archive" && -n "${!env_var:-}" ]]; then
+    [[ -f "${!env_var}" ]] || die "$env_var=${!env_var} is not a file"
+    archive=${!env_var}
+  fi
+  if [[ -z "$archive" && -f "$cached" ]]; then archive=$cached; fi
+  if [[ -z "$archive" ]]; then
+    [[ -n "$github_sha" ]] || die "no source for $file: not in $(vendor_dirs | paste -sd' '), \
+$env_var is unset, and the GitHub archive's sha256 is not pinned ($github_sha_name in \
+scripts/versions.env is empty), so it is not downloaded"
+    mkdir -p "$cache/dl"
+    curl -fsSL --retry 3 -o "$cached.tmp" "$url" || die "download of $url failed"
+    mv "$cached.tmp" "$cached"
+    archive=$cached
   fi
   sum=$(sha256sum "$archive" | cut -d' ' -f1)
-  if [[ "$sum" != "$JAEGER_UI_VENDOR_SHA256" \
-        && ( -z "$JAEGER_UI_GITHUB_SHA256" || "$sum" != "$JAEGER_UI_GITHUB_SHA256" ) ]]; then
+  if [[ "$sum" != "$vendor_sha" && ( -z "$github_sha" || "$sum" != "$github_sha" ) ]]; then
     die "$archive has sha256 $sum, which is neither pinned hash in scripts/versions.env"
+  fi
+  if [[ "$archive" != "$cached" ]]; then
+    mkdir -p "$cache/dl" && cp "$archive" "$cached.tmp" && mv "$cached.tmp" "$cached"
   fi
   log "  source $archive (sha256 $sum, pinned)" >&2
   echo "$archive"
+}
+
+# The Jaeger UI (jaeger-ui, the version that Jaeger's release embeds) from its pinned
+# source (scripts/versions.env), built with the machine's Node.js and npm into
+# OBS_STACK_CACHE/jaeger-ui-<version> (vite's build/ folder); npm's cache is
+# OBS_STACK_CACHE/npm. The source archive: pinned_source (above), OBS_JAEGER_UI_SOURCE.
+jaeger_ui_source() {
+  pinned_source "jaeger-ui-${JAEGER_UI_VERSION#v}-src.tar.gz" OBS_JAEGER_UI_SOURCE \
+    "$JAEGER_UI_VENDOR_SHA256" "$JAEGER_UI_GITHUB_SHA256" JAEGER_UI_GITHUB_SHA256 \
+    "https://github.com/jaegertracing/jaeger-ui/archive/refs/tags/$JAEGER_UI_VERSION.tar.gz"
 }
 jaeger_ui_assets() { echo "$cache/jaeger-ui-$JAEGER_UI_VERSION"; }
 install_jaeger_ui() {
@@ -319,37 +343,12 @@ GO
 
 # Fluent Bit from its pinned source (scripts/versions.env), built with cmake into
 # OBS_STACK_CACHE/bin/fluent-bit-<version>; the build folder goes once the binary exists.
-# The source archive, in order: ../shared/vendor/ beside the repository, the path in
-# OBS_FLUENT_BIT_SOURCE, the GitHub archive of the tag; its sha256 must be a pinned one.
+# The source archive: pinned_source (above), OBS_FLUENT_BIT_SOURCE.
 fluent_bit_binary() { echo "$cache/bin/fluent-bit-$FLUENT_BIT_VERSION"; }
-fluent_bit_source() {  # prints the path of a source archive whose sha256 is pinned
-  local version=${FLUENT_BIT_VERSION#v} archive sum
-  local vendor="$repo/../shared/vendor/fluent-bit-$version-src.tar.gz"
-  if [[ -f "$vendor" ]]; then
-    archive=$vendor
-  elif [[ -n "${OBS_FLUENT_BIT_SOURCE:-}" ]]; then
-    [[ -f "$OBS_FLUENT_BIT_SOURCE" ]] || die "OBS_FLUENT_BIT_SOURCE=$OBS_FLUENT_BIT_SOURCE is not a file"
-    archive=$OBS_FLUENT_BIT_SOURCE
-  else
-    [[ -n "$FLUENT_BIT_GITHUB_SHA256" ]] || die "no Fluent Bit source: $vendor is absent, \
-OBS_FLUENT_BIT_SOURCE is unset, and the GitHub archive's sha256 is not pinned \
-(FLUENT_BIT_GITHUB_SHA256 in scripts/versions.env is empty), so it is not downloaded"
-    archive="$cache/dl/fluent-bit-$version-github.tar.gz"
-    if [[ ! -f "$archive" ]]; then
-      mkdir -p "$cache/dl"
-      curl -fsSL --retry 3 -o "$archive.tmp" \
-        "https://github.com/fluent/fluent-bit/archive/refs/tags/$FLUENT_BIT_VERSION.tar.gz" \
-        || die "download of the Fluent Bit $FLUENT_BIT_VERSION source failed"
-      mv "$archive.tmp" "$archive"
-    fi
-  fi
-  sum=$(sha256sum "$archive" | cut -d' ' -f1)
-  if [[ "$sum" != "$FLUENT_BIT_VENDOR_SHA256" \
-        && ( -z "$FLUENT_BIT_GITHUB_SHA256" || "$sum" != "$FLUENT_BIT_GITHUB_SHA256" ) ]]; then
-    die "$archive has sha256 $sum, which is neither pinned hash in scripts/versions.env"
-  fi
-  log "  source $archive (sha256 $sum, pinned)" >&2
-  echo "$archive"
+fluent_bit_source() {
+  pinned_source "fluent-bit-${FLUENT_BIT_VERSION#v}-src.tar.gz" OBS_FLUENT_BIT_SOURCE \
+    "$FLUENT_BIT_VENDOR_SHA256" "$FLUENT_BIT_GITHUB_SHA256" FLUENT_BIT_GITHUB_SHA256 \
+    "https://github.com/fluent/fluent-bit/archive/refs/tags/$FLUENT_BIT_VERSION.tar.gz"
 }
 install_fluent_bit() {
   local binary archive start=$SECONDS
@@ -791,38 +790,12 @@ HTML
 # lacks, so it builds from the full source tree; the dependencies come from the proxy. The
 # binary goes to OBS_STACK_CACHE/bin/prometheus-operator-<version>, and the CRDs the tests
 # apply (example/prometheus-operator-crd/) to OBS_STACK_CACHE/prometheus-operator-<version>-crds.
-# The source archive, in order: ../shared/vendor/ beside the repository, the path in
-# OBS_PROMETHEUS_OPERATOR_SOURCE, the GitHub archive of the tag; its sha256 must be pinned.
-prometheus_operator_source() {  # prints the path of a source archive whose sha256 is pinned
-  local version=${PROMETHEUS_OPERATOR_VERSION#v} archive sum
-  local vendor="$repo/../shared/vendor/prometheus-operator-$version-src.tar.gz"
-  if [[ -f "$vendor" ]]; then
-    archive=$vendor
-  elif [[ -n "${OBS_PROMETHEUS_OPERATOR_SOURCE:-}" ]]; then
-    [[ -f "$OBS_PROMETHEUS_OPERATOR_SOURCE" ]] \
-      || die "OBS_PROMETHEUS_OPERATOR_SOURCE=$OBS_PROMETHEUS_OPERATOR_SOURCE is not a file"
-    archive=$OBS_PROMETHEUS_OPERATOR_SOURCE
-  else
-    [[ -n "$PROMETHEUS_OPERATOR_GITHUB_SHA256" ]] || die "no prometheus-operator source: \
-$vendor is absent, OBS_PROMETHEUS_OPERATOR_SOURCE is unset, and the GitHub archive's sha256 \
-is not pinned (PROMETHEUS_OPERATOR_GITHUB_SHA256 in scripts/versions.env is empty), so it \
-is not downloaded"
-    archive="$cache/dl/prometheus-operator-$version-github.tar.gz"
-    if [[ ! -f "$archive" ]]; then
-      mkdir -p "$cache/dl"
-      curl -fsSL --retry 3 -o "$archive.tmp" \
-        "https://github.com/prometheus-operator/prometheus-operator/archive/refs/tags/$PROMETHEUS_OPERATOR_VERSION.tar.gz" \
-        || die "download of the prometheus-operator $PROMETHEUS_OPERATOR_VERSION source failed"
-      mv "$archive.tmp" "$archive"
-    fi
-  fi
-  sum=$(sha256sum "$archive" | cut -d' ' -f1)
-  if [[ "$sum" != "$PROMETHEUS_OPERATOR_VENDOR_SHA256" \
-        && ( -z "$PROMETHEUS_OPERATOR_GITHUB_SHA256" || "$sum" != "$PROMETHEUS_OPERATOR_GITHUB_SHA256" ) ]]; then
-    die "$archive has sha256 $sum, which is neither pinned hash in scripts/versions.env"
-  fi
-  log "  source $archive (sha256 $sum, pinned)" >&2
-  echo "$archive"
+# The source archive: pinned_source (above), OBS_PROMETHEUS_OPERATOR_SOURCE.
+prometheus_operator_source() {
+  pinned_source "prometheus-operator-${PROMETHEUS_OPERATOR_VERSION#v}-src.tar.gz" \
+    OBS_PROMETHEUS_OPERATOR_SOURCE "$PROMETHEUS_OPERATOR_VENDOR_SHA256" \
+    "$PROMETHEUS_OPERATOR_GITHUB_SHA256" PROMETHEUS_OPERATOR_GITHUB_SHA256 \
+    "https://github.com/prometheus-operator/prometheus-operator/archive/refs/tags/$PROMETHEUS_OPERATOR_VERSION.tar.gz"
 }
 install_prometheus_operator() {
   k8s_go_env
