@@ -3,8 +3,8 @@ shared with test_local_stack.py, which runs first: by now several minutes of tra
 a crash loop are in Prometheus and Elasticsearch).
 
 - every Grafana panel query returns data from the real Prometheus / Elasticsearch, with
-  its variables set to real values; Fluent Bit panels are checked against Fluent Bit's
-  documented metric names (Fluent Bit cannot run here);
+  its variables set to real values, the "Stack health" Fluent Bit panels included (the
+  stack's Prometheus scrapes its real Fluent Bit);
 - every field named by Grafana's Elasticsearch panels and datasource and by the Kibana
   saved objects exists in the real mapping with a type that fits its use, and every
   saved search finds log lines;
@@ -86,8 +86,6 @@ class Backends:
         for target in v.targets(dashboard):
             if target.datasource_type == "elasticsearch":
                 problems += v.check_es_target(target, combos, mapping, self.search)
-            elif v.is_fluent_bit(target):
-                problems += v.check_fluent_bit_target(target)
             elif v.is_kubernetes_only(target):
                 continue  # tests/k8s/test_crash_loop_alert.py queries it
             else:
@@ -104,11 +102,12 @@ def backends(local_stack):
         lambda: (
             backends.query("elasticsearch_indices_docs_primary")
             and backends.query("otelcol_exporter_sent_spans_total")
+            and backends.query("rate(fluentbit_output_proc_records_total[1m]) > 0")
             and backends.search({"size": 0, "query": {"exists": {"field": "error.type"}}})["hits"][
                 "total"
             ]["value"]
         ),
-        "the Elasticsearch exporter, Jaeger metrics and error logs to have data",
+        "the Elasticsearch exporter, Jaeger and Fluent Bit metrics and error logs to have data",
         timeout=90,
         interval=2,
         on_timeout=lambda: local_stack.failure_context(
@@ -170,17 +169,22 @@ def test_a_broken_panel_query_is_reported_by_dashboard_and_panel(backends, break
     assert any(expected in p for p in problems), problems
 
 
-def test_fluent_bit_panels_name_documented_metrics_only(backends):
+def test_fluent_bit_panels_get_data_from_the_scrape_of_the_real_fluent_bit(backends):
+    """The four Fluent Bit panels of "Stack health" read the series that the stack's
+    Prometheus scrapes from Fluent Bit's /api/v1/metrics/prometheus; a misspelt metric
+    yields no data and is reported by panel."""
     stack = DASHBOARDS["Stack health"]
-    fluent = [
-        t for t in v.targets(stack) if t.datasource_type == "prometheus" and v.is_fluent_bit(t)
-    ]
+    fluent = [t for t in v.targets(stack) if v.is_fluent_bit(t)]
     assert len(fluent) == 4
-    assert all(v.check_fluent_bit_target(t) == [] for t in fluent)
+    up = backends.query('up{job="fluent-bit"}')
+    assert [s["value"][1] for s in up] == ["1"], up
+    combos = v.variable_values(stack, backends.label_values)
+    assert all(v.check_prometheus_target(t, combos, backends.query) == [] for t in fluent)
     misspelt = copy.deepcopy(fluent[0])
     misspelt.body["expr"] = misspelt.body["expr"].replace("input_records", "input_recrods")
-    (problem,) = v.check_fluent_bit_target(misspelt)
+    (problem,) = v.check_prometheus_target(misspelt, combos, backends.query)
     assert 'panel "Fluent Bit: records read and shipped"' in problem
+    assert "no data from the real Prometheus" in problem
 
 
 def test_datasource_fields_exist_in_the_real_mapping(backends):

@@ -42,6 +42,11 @@ def alertmanager_ui_dir() -> Path:
     return cache_dir() / f"alertmanager-ui-{VERSIONS['ALERTMANAGER_UI_VERSION']}"
 
 
+def fluent_bit_binary() -> Path:
+    """Fluent Bit, built from its pinned source by `scripts/bootstrap.sh all`."""
+    return cache_dir() / "bin" / f"fluent-bit-{VERSIONS['FLUENT_BIT_VERSION']}"
+
+
 # `scripts/bootstrap.sh k8s`: one binary per tool and version in cache_dir()/bin, named
 # <tool>-<version>; the version key of each in versions.env.
 K8S_TOOL_VERSIONS = {

@@ -87,7 +87,7 @@ def demo(_args) -> None:
         service_env_overrides={"CHAOS_CRASH_ENABLED": "true"},
         traffic_argv=background_argv("http://127.0.0.1:5000"),
     )
-    _check_ports(stack.ports, [n for n, _ in stack.ports.items() if n != "fluent_bit"])
+    _check_ports(stack.ports, [n for n, _ in stack.ports.items()])
     print(f"Starting the local stack in {stack.run_dir} ...", flush=True)
     supervisor = runner.start(stack)
     supervisor.start_program("traffic")

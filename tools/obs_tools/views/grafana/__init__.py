@@ -3,8 +3,8 @@
 helpers are in panels.py, each dashboard in its own module.
 
 Every query reads series that tests/e2e/test_views.py finds in the real Prometheus and
-Elasticsearch of the local stack, except the Fluent Bit panels (Fluent Bit cannot run
-here; their metric names are checked against Fluent Bit's documentation instead).
+Elasticsearch of the local stack (the Fluent Bit panels from the scrape of its real
+Fluent Bit).
 
 Reads no environment variables.
 """

@@ -243,8 +243,7 @@ def _fluent_bit(layout: Layout) -> list[dict]:
                 prom(f"sum(rate(fluentbit_output_proc_records_total{RATE}))", "shipped/s"),
             ],
             w=12,
-            description="Records read by Fluent Bit's inputs and delivered by its outputs. "
-            "Empty in the local stack, which ships logs with a stand-in forwarder.",
+            description="Records read by Fluent Bit's inputs and delivered by its outputs.",
             links=[{"title": "All logs in Kibana", "url": KIBANA_ALL_LOGS, "targetBlank": True}],
         ),
         graph(

@@ -1,11 +1,12 @@
-"""The local stand-in for Fluent Bit (tools/obs_tools/localstack/log_forwarder.py) and the
-choices in fluent-bit/*.conf, against the session's real Elasticsearch 8: lines written before
-the shipper started, long lines, resent lines (one document each, never a wedge), and
-the bulk replies that Fluent Bit's es output would judge.
+"""Why fluent-bit/output-elasticsearch.conf and the index template say what they say,
+shown with the real Elasticsearch 8's replies: the bulk replies that Fluent Bit's es
+output judges (create vs index on a resend, a full chunk's reply against the default
+buffer), a value of the wrong type, pod labels with dots. The real Fluent Bit's own
+runs are in test_fluent_bit.py.
 
 Uses the session's local stack (conftest.local_stack) for Elasticsearch only; each test
-ships its own files with its own trace id, so it reads only its own documents. Reads no
-environment variables.
+writes its own trace id, so it reads only its own documents. Reads no environment
+variables.
 """
 
 from __future__ import annotations
@@ -17,10 +18,9 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 from elasticsearch import Elasticsearch
-from obs_tools.localstack import log_forwarder
 from obs_tools.localstack.elastic import TEMPLATE_FILE
 
-from tests.config.fluent_bit_checks import LONGEST_EXPECTED_LINE, es_bulk_delivered
+from tests.config.fluent_bit_checks import es_bulk_delivered
 
 pytestmark = pytest.mark.e2e
 
@@ -49,62 +49,6 @@ def documents(es: Elasticsearch, trace_id: str) -> list[dict]:
     es.indices.refresh(index="obs-logs-*")
     result = es.search(index="obs-logs-*", query={"term": {"trace.id": trace_id}}, size=100)
     return [hit["_source"] for hit in result["hits"]["hits"]]
-
-
-def ship_all(forwarder: log_forwarder.Forwarder) -> int:
-    """ship_once until a pass finds nothing new; the number of lines shipped."""
-    total = 0
-    for _ in range(20):
-        shipped = forwarder.ship_once()
-        if shipped == 0 and all(
-            t.offset == t.path.stat().st_size for t in forwarder.tails if t.path.exists()
-        ):
-            return total
-        total += shipped
-    raise AssertionError("the stand-in never caught up with its files")
-
-
-def test_lines_before_start_and_long_lines_reach_elasticsearch(es, tmp_path):
-    trace_id = secrets.token_hex(16)
-    path = tmp_path / "frontend.log"
-    # Written before the shipper starts (Fluent Bit: Read_from_Head On).
-    before = [line(trace_id, f"before start {i}") for i in range(5)]
-    traceback = line(trace_id, "Traceback", LONGEST_EXPECTED_LINE)
-    too_long = line(trace_id, "too long", log_forwarder.MAX_LINE_BYTES + 1)
-    path.write_bytes(b"".join(before) + traceback + too_long + line(trace_id, "after"))
-    (tmp_path / "state").mkdir()
-    forwarder = log_forwarder.Forwarder(es, [path], tmp_path / "state")
-    assert ship_all(forwarder) == 7
-    docs = documents(es, trace_id)
-    long_docs = [d for d in docs if d["message"].startswith("Traceback")]
-    assert len(long_docs) == 1 and len(long_docs[0]["message"]) > LONGEST_EXPECTED_LINE - 200
-    assert sorted(d["message"] for d in docs if d not in long_docs) == sorted(
-        [f"before start {i}" for i in range(5)] + ["after"]
-    )
-
-
-@pytest.mark.parametrize("operation", ["index", "create"])
-def test_a_resent_line_stays_one_document_and_does_not_wedge(es, tmp_path, monkeypatch, operation):
-    """The offsets are lost (as a tail DB on an emptyDir would be) and everything is
-    read again: with index the lines overwrite their own documents, with create they
-    get 409 and count as delivered; either way the shipper moves on to new lines."""
-    monkeypatch.setattr(log_forwarder, "WRITE_OPERATION", operation)
-    trace_id = secrets.token_hex(16)
-    path = tmp_path / "backend.log"
-    path.write_bytes(b"".join(line(trace_id, f"line {i}") for i in range(10)))
-    state = tmp_path / "state"
-    state.mkdir()
-    assert ship_all(log_forwarder.Forwarder(es, [path], state)) == 10
-    (state / "log-forwarder-offsets.json").unlink()
-    with open(path, "ab") as out:
-        out.write(line(trace_id, "new after the resend"))
-    again = log_forwarder.Forwarder(es, [path], state)
-    assert ship_all(again) == 11
-    assert again.tails[0].offset == path.stat().st_size
-    docs = documents(es, trace_id)
-    assert sorted(d["message"] for d in docs) == sorted(
-        [f"line {i}" for i in range(10)] + ["new after the resend"]
-    )
 
 
 def bulk(es: Elasticsearch, operation: str, docs: list[dict], index: str) -> dict:
@@ -226,36 +170,3 @@ def test_the_bulk_reply_for_a_full_chunk_exceeds_the_default_buffer_size(es, loc
     assert len(reply) > 512_000, len(reply)
     assert b'"errors":false,"items":[' not in reply[:512_000], reply[:200]
     assert es_bulk_delivered(json.loads(reply))
-
-
-def test_a_batch_elasticsearch_cannot_take_now_is_sent_again_not_skipped(es, tmp_path):
-    """An index Elasticsearch blocks for lack of disk (read_only_allow_delete, the
-    flood-stage block) answers each line with 429: the stand-in keeps its offset and
-    sends the batch again once the block is gone, exactly once. Lines of a past day, so
-    that the block touches no other test's index."""
-    trace_id = secrets.token_hex(16)
-    index = "obs-logs-2001.02.03"
-    path = tmp_path / "frontend.log"
-    lines = [
-        json.dumps(
-            {"@timestamp": "2001-02-03T04:05:06.789Z", "trace.id": trace_id, "message": str(i)}
-        ).encode()
-        + b"\n"
-        for i in range(3)
-    ]
-    path.write_bytes(b"".join(lines))
-    es.indices.create(index=index)
-    state = tmp_path / "state"
-    state.mkdir()
-    forwarder = log_forwarder.Forwarder(es, [path], state)
-    blocked = {"index.blocks.read_only_allow_delete": True}
-    try:
-        es.indices.put_settings(index=index, settings=blocked)
-        with pytest.raises(log_forwarder.RetryBatch, match="429"):
-            forwarder.ship_once()
-        assert forwarder.tails[0].offset == 0
-        es.indices.put_settings(index=index, settings={"index.blocks.read_only_allow_delete": None})
-        assert ship_all(forwarder) == 3
-        assert sorted(d["message"] for d in documents(es, trace_id)) == ["0", "1", "2"]
-    finally:
-        es.indices.delete(index=index)
