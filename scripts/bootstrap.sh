@@ -30,7 +30,8 @@
 # OBS_VENDOR_DIR, OBS_FLUENT_BIT_SOURCE, OBS_JAEGER_UI_SOURCE and
 # OBS_PROMETHEUS_OPERATOR_SOURCE (where the pinned source archives are: pinned_source).
 # Installs into OBS_STACK_CACHE: the Python venv (requirements/dev.lock), the Jaeger
-# binary, the Elasticsearch zip. As root, Elasticsearch is unpacked under
+# binary, the Fluent Bit binary (built from source, bin/fluent-bit-<version>), the
+# Elasticsearch zip. As root, Elasticsearch is unpacked under
 # /var/cache/obs-stack instead, because it must run as the unprivileged user
 # `obs-es` and /root is not readable by other users.
 set -euo pipefail
