@@ -1,7 +1,8 @@
 """obs-views [--check]: write the generated views into the repository, or (with
 --check) exit 1 naming every file that differs from what would be generated.
 
-Writes grafana/dashboards/*.json and kibana/saved-objects.ndjson. Reads no
+Writes grafana/dashboards/*.json, kibana/saved-objects.ndjson and the PrometheusRules
+of k8s/components/kube-prometheus-stack/ (from prometheus/rules/*.yml). Reads no
 environment variables.
 """
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from obs_tools.common.paths import REPO
 
-from . import grafana, kibana
+from . import grafana, kibana, prometheus_rule
 
 DASHBOARDS_DIR = REPO / "grafana" / "dashboards"
 SAVED_OBJECTS = REPO / "kibana" / "saved-objects.ndjson"
@@ -28,6 +29,7 @@ def render() -> dict[Path, str]:
         for name, body in grafana.dashboards(RUNBOOKS_DIR).items()
     }
     files[SAVED_OBJECTS] = kibana.ndjson(kibana.saved_objects())
+    files[prometheus_rule.OUTPUT] = prometheus_rule.render()
     return files
 
 
@@ -53,6 +55,7 @@ def main(argv=None) -> int:
             print(f"out of date: {name} (run `make views`)", file=sys.stderr)
         return 1 if stale else 0
     DASHBOARDS_DIR.mkdir(parents=True, exist_ok=True)
+    prometheus_rule.OUTPUT.parent.mkdir(parents=True, exist_ok=True)
     for path in DASHBOARDS_DIR.glob("*.json"):
         if path not in files:
             path.unlink()
