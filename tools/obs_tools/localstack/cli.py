@@ -98,7 +98,7 @@ The stack is up. Where to look:
 
   Frontend        {u("frontend")}/          (try /items, /error, /slow, /crash)
   Backend         {u("backend")}/
-  Prometheus      {u("prometheus")}/graph     alerts: {u("prometheus")}/alerts
+  Prometheus      {u("prometheus")}/classic/graph     alerts: {u("prometheus")}/classic/alerts
   Alertmanager    {u("alertmanager")}/
   Jaeger          {u("jaeger_query")}/search       (the UI; the query API is under /api/)
   Elasticsearch   {u("elasticsearch")}/obs-logs-*/_search
