@@ -75,7 +75,7 @@ lock: bootstrap-python ## Re-resolve the pinned dependency locks
 	$(PY) -m uv pip compile --quiet --python-version 3.11 --generate-hashes \
 	  requirements/checkov.in -o requirements/checkov.lock
 
-views: bootstrap-python ## Regenerate Grafana dashboards and Kibana saved objects (tools/obs_tools/views/)
+views: bootstrap-python ## Regenerate Grafana dashboards, Kibana saved objects and the kube-prometheus-stack PrometheusRules (tools/obs_tools/views/)
 	$(VENV)/bin/obs-views
 
 up: bootstrap-python ## Deploy to Minikube (starts it, builds the images); UP_ARGS="--skip-minikube --registry R" for another cluster
