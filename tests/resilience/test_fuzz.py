@@ -158,7 +158,10 @@ def test_frontend_survives_generated_requests(fuzz_frontend, request):
 
 @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
 @given(
-    path=st.text(min_size=1, max_size=60).map(lambda t: "/" + quote(t, safe="/")),
+    # One leading slash only: Werkzeug's test client reads "//x/..." as a URL whose host
+    # is x (a server would see the path), and then refuses long or odd host names.
+    # Slashes elsewhere, doubled ones included, stay.
+    path=st.text(min_size=1, max_size=60).map(lambda t: "/" + quote(t, safe="/").lstrip("/")),
     method=st.sampled_from(METHODS),
 )
 def test_unknown_paths_get_a_json_404_or_405(backend_client, path, method):
