@@ -412,7 +412,8 @@ def test_the_kubernetes_quick_start_matches_the_code():
         tag = f"{image.name}:{k8s_main.image_tag(image.service)}"
         # The frontend's build command is shown in full; the backend's is "the same".
         if image.service == "frontend":
-            assert f"-t {tag} -f {image.dockerfile} services" in section
+            # The tag: the version, then a hash of the sources (minikube.content_tag).
+            assert f"-t {tag}-<hash> -f {image.dockerfile} services" in section
         assert image.name in section
     targets = set(re.findall(r"^([a-z-]+):", (REPO / "Makefile").read_text(), re.M))
     used = set(re.findall(r"(?:^|`)make ([a-z-]+)", section, re.M))
@@ -491,7 +492,7 @@ def test_down_names_the_hostpath_fluent_bit_keeps_its_state_in():
     note = k8s_main.state_left_note("obs-test")
     assert f"minikube -p obs-test ssh -- sudo rm -rf {k8s_main.FLUENT_BIT_STATE}" in note
     page = (REPO / "docs" / "kubernetes.md").read_text()
-    assert f"minikube ssh -- sudo rm -rf {k8s_main.FLUENT_BIT_STATE}" in page
+    assert f"minikube -p obs-stack ssh -- sudo rm -rf {k8s_main.FLUENT_BIT_STATE}" in page
 
 
 class ClusterSecretsKubectl(RecordingKubectl):

@@ -393,3 +393,27 @@ def test_a_lost_forward_comes_back_and_the_others_stay(tmp_path):
     finally:
         code = run.stop()
     assert code == 0, run.text()
+
+
+# --- issue #21, the likely ones -------------------------------------------------------
+
+
+def test_a_kubectl_older_than_the_minimum_is_refused_naming_it(tmp_path):
+    """Before the fix Debian 12's kubectl 1.20 went on and failed the render with
+    `json: unknown field "labels"`."""
+    old = script(tmp_path / "kubectl", 'import json\nprint(json.dumps({"clientVersion": '
+                 '{"gitVersion": "v1.20.15"}}))\n')  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "obs_tools.deploy", "status", "--skip-minikube",
+         f"--kubectl={old}"], capture_output=True, text=True, cwd=REPO, timeout=60,
+    )  # fmt: skip
+    minimum = VERSIONS["KUBECTL_MIN_VERSION"]
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"error: kubectl v1.20.15 ({old}) is too old: make up needs")
+    assert f"{minimum} or newer" in result.stderr
+
+
+def test_the_default_profile_is_our_own(monkeypatch):
+    """Not minikube's own "minikube", made with 2 CPUs: always refused as too small."""
+    monkeypatch.delenv("OBS_MINIKUBE_PROFILE", raising=False)
+    assert parse(["up"]).profile == "obs-stack"

@@ -3,7 +3,7 @@
 Usage: obs-deploy {preflight,up,status,open,down} [options]
        obs-deploy totals [--markdown] [RENDER]   (docs/kubernetes.md's resource table: totals.py)
 Reads OBS_K8S_CONTEXT (kubectl context), OBS_KUBECTL (the kubectl to run; default the
-one on PATH) and OBS_MINIKUBE_PROFILE (default minikube), as the defaults of --context,
+one on PATH) and OBS_MINIKUBE_PROFILE (default obs-stack), as the defaults of --context,
 --kubectl and --profile. The steps it runs read more: MINIKUBE_HOME (minikube.py: where
 the disk check looks; default ~/.minikube), the Secret variables of secrets.py, and
 KUBECONFIG through kubectl (or --kubeconfig). The steps are in deployment.py (preflight,
@@ -22,6 +22,8 @@ from obs_tools.common.paths import REPO
 from .access import open_uis
 from .deployment import DEFAULT_TIMEOUT, Deployment
 from .kubectl import DeployError
+
+DEFAULT_PROFILE = "obs-stack"
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -55,8 +57,10 @@ def parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--profile",
-        default=os.environ.get("OBS_MINIKUBE_PROFILE", "minikube"),
-        help="Minikube profile, also its kubectl context (default: minikube)",
+        # Our own name: minikube's default profile "minikube" is made with 2 CPUs and
+        # about a quarter of the RAM, always too small, and may hold someone's work.
+        default=os.environ.get("OBS_MINIKUBE_PROFILE", DEFAULT_PROFILE),
+        help=f"Minikube profile, also its kubectl context (default: {DEFAULT_PROFILE})",
     )
     parser.add_argument("--manifests", default=str(REPO / "k8s"), help="kustomization directory")
     parser.add_argument(

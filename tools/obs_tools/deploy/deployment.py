@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +27,7 @@ from typing import TypeVar
 import yaml
 
 from obs_tools.common.paths import REPO
+from obs_tools.common.versions import VERSIONS
 from obs_tools.common.wait import PollTimeout, poll_until
 
 from . import resources, rollout
@@ -100,6 +102,7 @@ class Deployment:
         the first time; a shell alias `kubectl=...` is invisible to this process)."""
         if self.args.kubectl or not self.minikube or shutil.which("kubectl"):
             path = require_tool("kubectl", KUBECTL_HINT, self.args.kubectl)
+            check_kubectl_version(path)
             return Kubectl(path, context, self.args.kubeconfig)
         say(f"No kubectl on PATH: using `minikube -p {self.profile} kubectl --`.")
         prefix = ("-p", self.profile, "kubectl", "--")
@@ -349,6 +352,34 @@ def images_overlay(manifests: Path, images: dict[str, tuple[str, str]]) -> Itera
         }
         (Path(directory) / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
         yield Path(directory)
+
+
+def check_kubectl_version(path: str) -> None:
+    """Refuse a kubectl older than KUBECTL_MIN_VERSION (Debian 12's 1.20 fails the
+    render with `json: unknown field "labels"`). One that does not say its version is
+    let through: the render then fails with kubectl's own message."""
+    minimum = VERSIONS["KUBECTL_MIN_VERSION"]
+    try:
+        result = subprocess.run(
+            [path, "version", "--client", "-o", "json"], capture_output=True, text=True,
+            timeout=30, check=False,
+        )  # fmt: skip
+        found = json.loads(result.stdout)["clientVersion"]["gitVersion"]
+    except (subprocess.TimeoutExpired, ValueError, KeyError, TypeError):
+        return
+    if version_tuple(found) < version_tuple(minimum):
+        raise DeployError(
+            f"kubectl {found} ({path}) is too old: make up needs {minimum} or newer. "
+            "Install a newer one (https://kubernetes.io/docs/tasks/tools/), or with "
+            "Minikube take it off PATH: `minikube kubectl --` is then used."
+        )
+
+
+def version_tuple(text: str) -> tuple[int, ...]:
+    """(1, 33, 0) from v1.33.0, v1.32.4-dispatcher or 1.20.5."""
+    return tuple(
+        int(re.match(r"\d*", part).group() or 0) for part in text.lstrip("v").split(".")[:3]
+    )
 
 
 def state_left_note(profile: str | None) -> str:

@@ -10,7 +10,7 @@ tests/support/fake_minikube.py imitates it, citing the files.
 
 Reads MINIKUBE_HOME (where Minikube keeps its machines, for the disk check; default
 ~/.minikube). The profile comes from the command line (cli.py: --profile, default
-$OBS_MINIKUBE_PROFILE, else minikube).
+$OBS_MINIKUBE_PROFILE, else obs-stack).
 """
 
 from __future__ import annotations
