@@ -704,6 +704,13 @@ def test_generated_alertmanager_config_mails_the_crash_loop(rig):
     assert routed.returncode == 0, (
         f"PodCrashLooping is not routed to the e-mail:\n{routed.stdout}{routed.stderr}"
     )
+    # The operator's default matcher strategy (OnNamespace), as docs/kubernetes.md says:
+    # an alert of another namespace goes to the chart's default receiver, not ours.
+    elsewhere = _amtool(
+        "config", "routes", "test", f"--config.file={path}", "--verify.receivers=null",
+        "alertname=TargetDown", "namespace=obs-monitoring", "service=jaeger",
+    )  # fmt: skip
+    assert elsewhere.returncode == 0, f"{elsewhere.stdout}{elsewhere.stderr}"
     config = yaml.safe_load(output.alertmanager)
     (receiver,) = [r for r in config["receivers"] if r["name"] == "obs-apps/obs-stack-email/email"]
     (email,) = receiver["email_configs"]
