@@ -44,6 +44,11 @@ source "$here/versions.env"
 cache=${OBS_STACK_CACHE:-$HOME/.cache/obs-stack}
 python=${PYTHON:-python3}
 lock="$repo/requirements/dev.lock"
+# sha256sum is GNU coreutils; older macOS has only Perl's `shasum -a 256`, which
+# prints the same "HASH  FILE" (issue #21).
+if ! command -v sha256sum >/dev/null 2>&1; then
+  sha256sum() { shasum -a 256 "$@"; }
+fi
 lock_id=$(sha256sum "$lock" | cut -c1-12)
 py_id=$("$python" -c 'import sys; print(f"py{sys.version_info[0]}{sys.version_info[1]}")')
 venv="$cache/venv-$py_id-$lock_id"
