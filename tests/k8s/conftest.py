@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import pytest
+from obs_tools.deploy.resources import minikube_sizing, render_needs
 from obs_tools.deploy.secrets import SECRETS, choose_values, manifest
 
 from tests.k8s.render import by_kind, dump, kustomize, load
@@ -66,6 +67,20 @@ def kube_cluster(tmp_path_factory):
         kube_state_metrics=True,
     )
     with cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def deploy_cluster(tmp_path_factory):
+    """A control plane for `obs-deploy up` itself (tests/k8s/test_rollout.py,
+    test_minikube_journey.py): one kwok node the size `make up` would give Minikube.
+    Not kube_cluster: these tests deploy, wait for and delete the whole render in the
+    stack's namespaces, which the tests of kube_cluster use for their own objects.
+    Each test leaves it as it found it (`obs-deploy down`)."""
+    require_k8s_binaries([*CONTROL_PLANE, "kwok", "kubectl"])
+    sizing = minikube_sizing(render_needs(kustomize(), nodes=1))
+    capacity = NodeCapacity(cpu=str(sizing.cpus), memory=f"{sizing.memory_mb}Mi")
+    with KubeCluster(tmp_path_factory.mktemp("deploy"), node_capacity=capacity) as cluster:
         yield cluster
 
 

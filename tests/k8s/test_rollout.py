@@ -29,8 +29,7 @@ from obs_tools.deploy import resources
 from obs_tools.deploy.contract import IMAGES
 from obs_tools.deploy.secrets import SECRETS, referenced_secret_keys
 
-from tests.k8s.conftest import require_k8s_binaries
-from tests.support.kube_cluster import CONTROL_PLANE, KubeCluster, NodeCapacity
+from tests.support.kube_cluster import KubeCluster
 
 pytestmark = pytest.mark.k8s
 
@@ -49,15 +48,10 @@ def render(manifests: Path = MANIFESTS) -> str:
     ).stdout  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """A control plane of its own (the session one is shared with tests that apply
-    their own objects), with one kwok node the size `make up` would give Minikube."""
-    require_k8s_binaries([*CONTROL_PLANE, "kwok"])
-    sizing = resources.minikube_sizing(resources.render_needs(render(), nodes=1))
-    capacity = NodeCapacity(cpu=str(sizing.cpus), memory=f"{sizing.memory_mb}Mi")
-    with KubeCluster(tmp_path_factory.mktemp("rollout"), node_capacity=capacity) as kube:
-        yield kube
+@pytest.fixture
+def cluster(deploy_cluster):
+    """The session's control plane for `obs-deploy up` (tests/k8s/conftest.py)."""
+    return deploy_cluster
 
 
 def path_without_minikube() -> str:
