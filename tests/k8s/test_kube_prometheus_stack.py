@@ -5,12 +5,14 @@ controller-manager, scheduler, a kwok node, the whole k8s/ render applied), this
 applies the CRDs of prometheus-operator v0.85.0 (its example/prometheus-operator-crd/,
 copied by `scripts/bootstrap.sh k8s`), runs the operator built from the same source
 against the API server, and creates in namespace `monitoring` a Prometheus and an
-Alertmanager resource configured as kube-prometheus-stack configures them by default for
-a release named `prometheus` (seed 002): ServiceMonitors, PodMonitors and PrometheusRules
-selected by `release: prometheus` in every namespace, every AlertmanagerConfig selected,
-the chart's default Alertmanager configuration. Then it applies the render of
-k8s-overlays/kube-prometheus-stack/ (k8s/ plus the component) and the seed's Secret
-alertmanager-gmail-secret, and checks what the operator generates:
+Alertmanager resource as kube-prometheus-stack 77.14.0 renders them with its default
+values for a release named `prometheus` (seed 002), read from the chart's templates at
+that tag (CHART_TAG below lists the files): ServiceMonitors, PodMonitors and
+PrometheusRules selected by `release: prometheus` in every namespace, every
+AlertmanagerConfig of every namespace selected (matcher strategy left to the operator's
+default, OnNamespace), the chart's default Alertmanager configuration. Then it applies
+the render of k8s-overlays/kube-prometheus-stack/ (k8s/ plus the component) and the
+seed's Secret alertmanager-gmail-secret, and checks what the operator generates:
 
 - the Prometheus configuration (Secret prometheus-<name>, prometheus.yaml.gz) has a scrape
   job for each of our ServiceMonitors and PodMonitors, and the rules ConfigMap
@@ -20,8 +22,11 @@ alertmanager-gmail-secret, and checks what the operator generates:
   evaluates our rules (every rule healthy, a recording rule computed from the scrapes);
 - the Alertmanager configuration generated from our AlertmanagerConfig (Secret
   alertmanager-<name>-generated) passes `amtool check-config` (v0.34.2), routes
-  PodCrashLooping of an obs-apps pod to the e-mail receiver, and carries the password of
-  the seed's Secret.
+  PodCrashLooping of an obs-apps pod (and the chart's own KubePodCrashLooping) to the
+  e-mail receiver and an alert of another namespace to the chart's `null`, and carries
+  the password of the seed's Secret;
+- the operator's governing Service prometheus-operated (what the overlay's ExternalName
+  names) exists in `monitoring`, headless, port 9090.
 
 Breakages, each shown to fail a check: a wrong `release` label (the job disappears from
 the generated configuration), a wrong port name (the job stays, Prometheus scrapes
@@ -77,14 +82,48 @@ pytestmark = [pytest.mark.validate]
 
 OVERLAY = REPO / "k8s-overlays" / "kube-prometheus-stack"
 COMPONENT = REPO / "k8s" / "components" / "kube-prometheus-stack"
-# The chart's namespace and object names for `helm install prometheus
-# prometheus-community/kube-prometheus-stack -n monitoring` (seed 002).
-NAMESPACE = "monitoring"
-PROMETHEUS = "prometheus-kube-prometheus-prometheus"
-ALERTMANAGER = "prometheus-kube-prometheus-alertmanager"
+
+# THE CHART, AS READ (not from memory): github.com/prometheus-community/helm-charts at the
+# tag kube-prometheus-stack-77.14.0, the newest release whose Chart.yaml has appVersion
+# v0.85.0 (our PROMETHEUS_OPERATOR_VERSION; 77.0.0 to 77.14.0 all have it, and their
+# templates/prometheus/prometheus.yaml, templates/alertmanager/alertmanager.yaml,
+# templates/alertmanager/secret.yaml and templates/_helpers.tpl are identical). Files read,
+# under charts/kube-prometheus-stack/: Chart.yaml, values.yaml, templates/_helpers.tpl,
+# templates/prometheus/prometheus.yaml, templates/prometheus/service.yaml,
+# templates/alertmanager/alertmanager.yaml, templates/alertmanager/secret.yaml,
+# templates/alertmanager/service.yaml, templates/grafana/configmaps-datasources.yaml,
+# templates/prometheus/rules-1.14/kubernetes-apps.yaml; and, for the subcharts that Chart.yaml
+# pins, charts/kube-state-metrics/templates/servicemonitor.yaml and _helpers.tpl at
+# kube-state-metrics-6.3.0 (same repository), charts/grafana/values.yaml and
+# templates/_pod.tpl at grafana-10.0.0 (github.com/grafana/helm-charts).
+CHART_TAG = "kube-prometheus-stack-77.14.0"
+CHART_NAME = "kube-prometheus-stack"
 # The release name seed 002 installs the chart under (`helm install prometheus ...`):
 # what the chart's selectors select. The component's value must equal it.
 SEED_RELEASE = "prometheus"
+# The release's namespace (`-n monitoring`; the chart's namespaceOverride is "").
+NAMESPACE = "monitoring"
+
+
+def chart_fullname(release: str) -> str:
+    """templates/_helpers.tpl, "kube-prometheus-stack.fullname" (fullnameOverride and
+    nameOverride ""): the release name alone when it contains the chart's name, else
+    "<release>-kube-prometheus-stack", truncated to 26 characters, "-" trimmed."""
+    name = release if CHART_NAME in release else f"{release}-{CHART_NAME}"
+    return name[:26].rstrip("-")
+
+
+# "prometheus-kube-prometheus" for release `prometheus`; the CR names are
+# "kube-prometheus-stack.prometheus.crname" / ".alertmanager.crname" (fullname + suffix,
+# cleanPrometheusOperatorObjectNames: false), and the chart's Services
+# (templates/prometheus/service.yaml, templates/alertmanager/service.yaml) take the same
+# names. The operator adds the governing Services prometheus-operated and
+# alertmanager-operated.
+PROMETHEUS = f"{chart_fullname(SEED_RELEASE)}-prometheus"
+ALERTMANAGER = f"{chart_fullname(SEED_RELEASE)}-alertmanager"
+assert (PROMETHEUS, ALERTMANAGER) == (
+    "prometheus-kube-prometheus-prometheus", "prometheus-kube-prometheus-alertmanager",
+)  # fmt: skip
 FIELD_MANAGER = "obs-stack-up"  # the `applied` fixture's: the same objects, one owner
 SERVICES = {"frontend": "obs-apps", "backend": "obs-apps"}
 # How long the operator may take to regenerate its output after a change (it reconciles
@@ -123,11 +162,32 @@ def release_label() -> str:
 
 
 def chart_objects(release: str) -> list[dict]:
-    """The Prometheus and Alertmanager resources of kube-prometheus-stack's templates
-    with the chart's default values (selectors from *SelectorNilUsesHelmValues: true;
-    alertmanagerConfigSelector {}), and its default Alertmanager configuration Secret.
-    Versions: the binaries this test runs."""
+    """The Prometheus and Alertmanager resources that CHART_TAG's templates render with
+    the chart's default values, and its default Alertmanager configuration Secret.
+
+    templates/prometheus/prometheus.yaml: with the values' *SelectorNilUsesHelmValues:
+    true and *Selector: {}, serviceMonitorSelector, podMonitorSelector, ruleSelector,
+    probeSelector and scrapeConfigSelector are `matchLabels: {release: "<release>"}`;
+    every *NamespaceSelector is {} (values.yaml: {}), i.e. every namespace;
+    alerting.alertmanagers names the chart's Alertmanager Service, port
+    alertmanagerSpec.portName (http-web), pathPrefix routePrefix (/), apiVersion v2.
+    templates/alertmanager/alertmanager.yaml: alertmanagerConfigSelector {} (values {}),
+    alertmanagerConfigNamespaceSelector {} (values {}: every namespace; nil would mean
+    the Alertmanager's own), and no alertmanagerConfigMatcherStrategy (values {} renders
+    nothing), so the operator's default applies: OnNamespace (the v0.85.0 CRD's default;
+    pkg/alertmanager/amcfg.go getEnforcer: a `namespace` matcher on each first-level route
+    of an AlertmanagerConfig, and continue: true).
+    templates/alertmanager/secret.yaml: Secret alertmanager-<Alertmanager name>, key
+    alertmanager.yaml = toYaml of values.yaml's alertmanager.config.
+
+    What differs, on purpose: `version` is that of the binaries this test runs
+    (Prometheus, amtool), not the chart's images (prometheus v3.6.0, alertmanager
+    v0.28.1, values.yaml); the image, pod, storage and scheduling fields are left out
+    (kwok runs no pod; they do not change what the operator generates)."""
     selector = {"matchLabels": {"release": release}}
+    fullname = chart_fullname(release)
+    prometheus, alertmanager = f"{fullname}-prometheus", f"{fullname}-alertmanager"
+    # values.yaml, alertmanager.config, as written there.
     am_config = {
         "global": {"resolve_timeout": "5m"},
         "inhibit_rules": [
@@ -135,7 +195,18 @@ def chart_objects(release: str) -> list[dict]:
                 "source_matchers": ["severity = critical"],
                 "target_matchers": ["severity =~ warning|info"],
                 "equal": ["namespace", "alertname"],
-            }
+            },
+            {
+                "source_matchers": ["severity = warning"],
+                "target_matchers": ["severity = info"],
+                "equal": ["namespace", "alertname"],
+            },
+            {
+                "source_matchers": ["alertname = InfoInhibitor"],
+                "target_matchers": ["severity = info"],
+                "equal": ["namespace"],
+            },
+            {"target_matchers": ["alertname = InfoInhibitor"]},
         ],
         "route": {
             "group_by": ["namespace"],
@@ -153,49 +224,72 @@ def chart_objects(release: str) -> list[dict]:
         {
             "apiVersion": "monitoring.coreos.com/v1",
             "kind": "Prometheus",
-            "metadata": {"name": PROMETHEUS, "namespace": NAMESPACE},
+            "metadata": {"name": prometheus, "namespace": NAMESPACE},
             "spec": {
                 "version": VERSIONS["PROMETHEUS_RELEASE"],
-                "replicas": 1,
-                "serviceAccountName": PROMETHEUS,
-                "serviceMonitorSelector": selector,
-                "serviceMonitorNamespaceSelector": {},
-                "podMonitorSelector": selector,
-                "podMonitorNamespaceSelector": {},
-                "ruleSelector": selector,
-                "ruleNamespaceSelector": {},
-                "probeSelector": selector,
-                "probeNamespaceSelector": {},
-                "scrapeConfigSelector": selector,
-                "scrapeConfigNamespaceSelector": {},
+                "automountServiceAccountToken": True,
                 "alerting": {
                     "alertmanagers": [
                         {
                             "namespace": NAMESPACE,
-                            "name": ALERTMANAGER,
+                            "name": alertmanager,
                             "port": "http-web",
                             "pathPrefix": "/",
                             "apiVersion": "v2",
                         }
                     ]
                 },
+                "externalUrl": f"http://{prometheus}.{NAMESPACE}:9090",
+                "paused": False,
+                "replicas": 1,
+                "shards": 1,
+                "logLevel": "info",
+                "logFormat": "logfmt",
+                "listenLocal": False,
+                "enableOTLPReceiver": False,
+                "enableAdminAPI": False,
+                "retention": "10d",
+                "walCompression": True,
+                "routePrefix": "/",
+                "serviceAccountName": prometheus,
+                "serviceMonitorSelector": selector,
+                "serviceMonitorNamespaceSelector": {},
+                "podMonitorSelector": selector,
+                "podMonitorNamespaceSelector": {},
+                "probeSelector": selector,
+                "probeNamespaceSelector": {},
+                "ruleNamespaceSelector": {},
+                "ruleSelector": selector,
+                "scrapeConfigSelector": selector,
+                "scrapeConfigNamespaceSelector": {},
+                "portName": "http-web",
             },
         },
         {
             "apiVersion": "v1",
             "kind": "Secret",
-            "metadata": {"name": f"alertmanager-{ALERTMANAGER}", "namespace": NAMESPACE},
+            "metadata": {"name": f"alertmanager-{alertmanager}", "namespace": NAMESPACE},
             "stringData": {"alertmanager.yaml": yaml.safe_dump(am_config)},
         },
         {
             "apiVersion": "monitoring.coreos.com/v1",
             "kind": "Alertmanager",
-            "metadata": {"name": ALERTMANAGER, "namespace": NAMESPACE},
+            "metadata": {"name": alertmanager, "namespace": NAMESPACE},
             "spec": {
                 "version": VERSIONS["ALERTMANAGER_VERSION"],
                 "replicas": 1,
+                "listenLocal": False,
+                "serviceAccountName": alertmanager,
+                "automountServiceAccountToken": True,
+                "externalUrl": f"http://{alertmanager}.{NAMESPACE}:9093",
+                "paused": False,
+                "logFormat": "logfmt",
+                "logLevel": "info",
+                "retention": "120h",
                 "alertmanagerConfigSelector": {},
                 "alertmanagerConfigNamespaceSelector": {},
+                "routePrefix": "/",
+                "portName": "http-web",
             },
         },
     ]
@@ -608,7 +702,29 @@ def test_overlay_replaces_our_monitoring_and_keeps_the_rest_wired(rig, render_do
     (service,) = [
         d for d in rig.docs if d["kind"] == "Service" and d["metadata"]["name"] == "prometheus"
     ]
-    assert service["spec"]["externalName"].startswith(f"prometheus-operated.{NAMESPACE}.svc")
+    assert service["spec"]["externalName"] == f"prometheus-operated.{NAMESPACE}.svc.cluster.local"
+    assert [p["port"] for p in service["spec"]["ports"]] == [9090]
+    # ... and that name is what the operator creates for the chart's Prometheus: the
+    # governing Service prometheus-operated (v0.85.0 pkg/prometheus/server/statefulset.go,
+    # governingServiceName; pkg/prometheus/common.go BuildStatefulSetService: headless,
+    # port 9090 named after spec.portName, the chart's http-web).
+    operated = poll_until(
+        lambda: _service_ports(rig.cluster, "prometheus-operated"),
+        f"prometheus-operator: Service {NAMESPACE}/prometheus-operated",
+        timeout=RECONCILE_TIMEOUT,
+        on_timeout=rig.explain,
+    )
+    # Headless (clusterIP None): the ExternalName's DNS name answers the pods' addresses.
+    assert operated == ("None", {"http-web": 9090})
+
+
+def _service_ports(cluster: KubeCluster, name: str) -> tuple[str, dict[str, int]] | None:
+    """(clusterIP, {port name: port}) of a Service in NAMESPACE, None while it is absent."""
+    result = cluster.kubectl("get", "service", name, "-n", NAMESPACE, "-o", "json", check=False)
+    if result.returncode != 0:
+        return None
+    spec = yaml.safe_load(result.stdout)["spec"]
+    return spec.get("clusterIP"), {p["name"]: p["port"] for p in spec["ports"]}
 
 
 def test_grafana_configmaps_are_labelled_for_the_chart_sidecar(rig):
@@ -711,6 +827,17 @@ def test_generated_alertmanager_config_mails_the_crash_loop(rig):
         "alertname=TargetDown", "namespace=obs-monitoring", "service=jaeger",
     )  # fmt: skip
     assert elsewhere.returncode == 0, f"{elsewhere.stdout}{elsewhere.stderr}"
+    # The namespace matcher is all the route has: the chart's own rules' alerts about
+    # obs-apps objects are mailed too, e.g. KubePodCrashLooping (CHART_TAG's
+    # templates/prometheus/rules-1.14/kubernetes-apps.yaml: severity warning, on
+    # kube-state-metrics' series, whose namespace is the pod's: the subchart's
+    # ServiceMonitor has honorLabels, values.yaml kube-state-metrics.prometheus.monitor).
+    chart_alert = _amtool(
+        "config", "routes", "test", f"--config.file={path}", "--verify.receivers="
+        "obs-apps/obs-stack-email/email", "alertname=KubePodCrashLooping",
+        "namespace=obs-apps", "job=kube-state-metrics", "severity=warning",
+    )  # fmt: skip
+    assert chart_alert.returncode == 0, f"{chart_alert.stdout}{chart_alert.stderr}"
     config = yaml.safe_load(output.alertmanager)
     (receiver,) = [r for r in config["receivers"] if r["name"] == "obs-apps/obs-stack-email/email"]
     (email,) = receiver["email_configs"]
