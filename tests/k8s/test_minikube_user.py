@@ -144,6 +144,17 @@ def test_a_new_profile_runs_the_kubernetes_the_tests_run(tmp_path, monkeypatch):
     assert start[-1] == f"--kubernetes-version={VERSIONS['K8S_VERSION']}"
 
 
+@pytest.mark.parametrize(("version", "warned"), [("v1.38.1", False), ("v1.34.0", False),
+                                                 ("v1.33.1", True), ("v1.39.0", True)])  # fmt: skip
+def test_a_minikube_outside_the_checked_range_is_warned_about(
+    tmp_path, monkeypatch, capsys, version, warned
+):
+    path, _ = standin(tmp_path, monkeypatch, FAKE_MINIKUBE_VERSION=version)
+    Minikube(path, "obs-test").check_version()
+    out = capsys.readouterr().out
+    assert (f"warning: minikube {version} is outside the range" in out) == warned, out
+
+
 def test_the_standin_refuses_to_resize_as_minikube_does(tmp_path, monkeypatch):
     path, _ = standin(tmp_path, monkeypatch, profile("Stopped"))
     result = subprocess.run(

@@ -19,6 +19,8 @@ minikube's source at these tags (kubernetes/minikube):
   docker.io/library/NAME:TAG; `--format json` prints [{"id", "repoDigests", "repoTags",
   "size"}] (v1.38.1 pkg/minikube/machine/cache_images.go ListImages,
   pkg/minikube/cruntime/cruntime.go ListImage).
+- `version --short` prints the bare version, e.g. "v1.38.1" (cmd/minikube/cmd/version.go,
+  v1.34.0 and v1.38.1).
 - `kubectl -- ARGS` runs a kubectl with --cluster=PROFILE inserted before the first
   flag (v1.38.1 cmd/minikube/cmd/kubectl.go). Real minikube downloads the cluster's
   kubectl; the stand-in runs FAKE_MINIKUBE_KUBECTL.
@@ -26,7 +28,7 @@ The stand-in does not imitate the start itself, `status`, `delete` or the driver
 
 Reads FAKE_MINIKUBE_STATE (directory: profile, images, and every call recorded one
 JSON argv a line), FAKE_MINIKUBE_PROFILE (a JSON object: a profile that exists before
-the first call), FAKE_MINIKUBE_VERSION (default v1.38.1: the Status names),
+the first call), FAKE_MINIKUBE_VERSION (default v1.38.1: `version` and the Status names),
 FAKE_MINIKUBE_BUILD=fail (every build fails as minikube reports it: exit 0, no image)
 and FAKE_MINIKUBE_KUBECTL (the kubectl that `minikube kubectl` runs).
 
@@ -64,7 +66,10 @@ def main(argv: list[str]) -> int:
     if args[:1] == ["kubectl"]:
         return kubectl(profile, args[1:])
     words = [a for a in args if not a.startswith("-")]
-    if words[:2] == ["profile", "list"]:
+    if words[:1] == ["version"]:
+        # `version --short`: the bare version (cmd/minikube/cmd/version.go).
+        print(os.environ.get("FAKE_MINIKUBE_VERSION", "v1.38.1"))
+    elif words[:2] == ["profile", "list"]:
         valid = [json.loads(profile_file.read_text())] if profile_file.exists() else []
         print(json.dumps({"invalid": [], "valid": valid}))
     elif words[:1] == ["start"]:

@@ -53,6 +53,7 @@ class Minikube:
         needs = resources.render_needs(render_yaml, nodes=1)
         sizing = resources.minikube_sizing(needs)
         say(f"Resources the stack needs on Minikube:\n{indent(sizing.explanation)}")
+        self.check_version()
         profile = self.find_profile()
         if profile:
             # An existing profile keeps its size: `minikube start` ignores --cpus and
@@ -61,6 +62,22 @@ class Minikube:
         else:
             self.check_host(sizing)
         return sizing
+
+    def check_version(self) -> None:
+        """Warn outside the range whose behaviour this tool was written against (it may
+        still work: minikube rarely changes what is read here)."""
+        # `minikube version --short` prints the bare version, "v1.38.1"
+        # (cmd/minikube/cmd/version.go, read at v1.34.0 and v1.38.1).
+        found = run_tool([self.path, "version", "--short"], 60, "minikube version").stdout
+        found = found.strip().splitlines()[-1] if found.strip() else "unknown"
+        low, high = VERSIONS["MINIKUBE_MIN_VERSION"], VERSIONS["MINIKUBE_MAX_VERSION"]
+        if not found.startswith("v") or not (
+            version_tuple(low) <= version_tuple(found) <= version_tuple(high)
+        ):
+            say(
+                f"warning: minikube {found} is outside the range make up was checked "
+                f"against ({low} to {high}); if a step fails, try minikube {high}."
+            )
 
     def find_profile(self) -> dict | None:
         result = run_tool([self.path, "profile", "list", "-o", "json"], 60, "minikube")
@@ -192,6 +209,12 @@ def copied_files(dockerfile: Path, context: Path) -> set[Path]:
                 if p.is_file() and "__pycache__" not in p.parts and p.suffix not in (".pyc", ".pyo")
             }  # fmt: skip
     return files
+
+
+def version_tuple(text: str) -> tuple[int, ...]:
+    """(1, 38, 1) from v1.38.1 or v1.38.1-beta.0; zeros for what is not a number."""
+    parts = text.lstrip("v").split("-")[0].split(".")[:3]
+    return tuple(int(p) if p.isdigit() else 0 for p in parts)
 
 
 def is_running(profile: dict | None) -> bool:
