@@ -23,6 +23,7 @@ import yaml
 from obs_tools.common.paths import REPO
 from obs_tools.common.versions import VERSIONS
 from obs_tools.deploy import deployment as k8s_main
+from obs_tools.deploy import minikube as minikube_module
 from obs_tools.deploy import resources
 from obs_tools.deploy.cli import parse
 from obs_tools.deploy.contract import UIS
@@ -153,6 +154,20 @@ def test_a_minikube_outside_the_checked_range_is_warned_about(
     Minikube(path, "obs-test").check_version()
     out = capsys.readouterr().out
     assert (f"warning: minikube {version} is outside the range" in out) == warned, out
+
+
+@pytest.mark.parametrize(("answer", "warned"), [("8 8000000000", False), ("2 4100000000", True),
+                                               ("", False)])  # fmt: skip
+def test_docker_desktops_limits_are_held_against_the_node(tmp_path, answer, warned):
+    """macOS: the docker driver's node fits in Docker Desktop's VM, not the Mac. Before
+    the fix only the host was counted. `docker info` not answering: no warning."""
+    docker = script(tmp_path / "docker", f"print({answer!r})\n")
+    sizing = resources.Sizing(cpus=3, memory_mb=5632, disk_mb=1, explanation="")
+    warnings = minikube_module.docker_desktop_shortfall(sizing, str(docker))
+    assert bool(warnings) == warned
+    if warned:
+        assert "gives its VM 2 CPUs and 3910 MB" in warnings[0]
+        assert "Settings > Resources" in warnings[0]
 
 
 def test_the_standin_refuses_to_resize_as_minikube_does(tmp_path, monkeypatch):

@@ -19,6 +19,9 @@ import hashlib
 import json
 import os
 import shlex
+import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -121,6 +124,10 @@ class Minikube:
                 + indent("\n".join(problems))
             )
         say(f"No Minikube profile {self.profile!r} yet; this machine has room for it.")
+        docker = shutil.which("docker")
+        if sys.platform == "darwin" and docker:
+            for warning in docker_desktop_shortfall(sizing, docker):
+                say(f"warning: {warning}")
 
     def start(self, sizing: resources.Sizing) -> None:
         profile = self.find_profile()
@@ -209,6 +216,29 @@ def copied_files(dockerfile: Path, context: Path) -> set[Path]:
                 if p.is_file() and "__pycache__" not in p.parts and p.suffix not in (".pyc", ".pyo")
             }  # fmt: skip
     return files
+
+
+def docker_desktop_shortfall(sizing: resources.Sizing, docker: str) -> list[str]:
+    """On macOS the docker driver's node lives in Docker Desktop's VM, which gets about
+    half the Mac's memory by default: what it lacks for the node (a warning, since
+    another driver, vfkit or qemu, does not use it)."""
+    try:
+        result = subprocess.run(
+            [docker, "info", "--format", "{{.NCPU}} {{.MemTotal}}"],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+        cpus, memory = (int(word) for word in result.stdout.split())
+    except (subprocess.TimeoutExpired, ValueError):
+        return []  # Docker not running: minikube will say so, or use another driver
+    memory_mb = memory // 2**20  # bytes; minikube's --memory counts MiB
+    if cpus >= sizing.cpus and memory_mb >= sizing.memory_mb:
+        return []
+    return [
+        f"Docker Desktop gives its VM {cpus} CPUs and {memory_mb} MB; a Minikube node on "
+        f"the docker driver needs {sizing.cpus} CPUs and {sizing.memory_mb} MB. Raise them "
+        "in Docker Desktop: Settings > Resources (then Apply & restart), or minikube "
+        "will refuse to start."
+    ]
 
 
 def version_tuple(text: str) -> tuple[int, ...]:
