@@ -238,6 +238,17 @@ def test_a_code_change_gets_a_new_tag_that_rolls_the_pods(tmp_path, monkeypatch)
     assert images_after["backend"] == images_before["backend"]
 
 
+def test_skip_build_on_minikube_deploys_the_tags_a_build_makes(tmp_path, monkeypatch):
+    """--skip-build must not roll the pods back to the bare version, which no build
+    makes any more."""
+    path, _ = standin(tmp_path, monkeypatch, profile("OK"))
+    deployment = Deployment.__new__(Deployment)
+    deployment.args = parse(["up", "--skip-build"])
+    deployment.minikube = Minikube(path, "obs-test")
+    built = deployment.minikube.build_images()
+    assert deployment.provide_images() == built
+
+
 # --- 5. no kubectl on PATH: `minikube kubectl --` --------------------------------------
 
 

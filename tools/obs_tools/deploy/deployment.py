@@ -172,6 +172,13 @@ class Deployment:
         --registry or on the nodes (None: the manifests' tags)."""
         if self.args.registry:
             say(f"Images from {self.args.registry} (not built here).")
+        elif self.args.skip_build and self.minikube:
+            # The tags a build of these sources makes (what an earlier `make up` left
+            # on the node), not the manifests' bare version, which nothing builds.
+            tags = self.minikube.source_tags()
+            names = ", ".join(f"{name}:{tag}" for name, tag in tags.items())
+            say(f"Image build skipped (--skip-build): using {names}.")
+            return tags
         elif self.args.skip_build:
             say("Image build skipped (--skip-build): the images must already be on the nodes.")
         elif self.minikube:

@@ -152,6 +152,10 @@ class Minikube:
         """Build each service image unless the node has it already; its tag per image name."""
         return {image.name: self.build_image(image, context) for image in IMAGES}
 
+    def source_tags(self, context: Path = REPO / "services") -> dict[str, str]:
+        """The tag per image name that a build of these sources makes, unbuilt."""
+        return {image.name: content_tag(image, context) for image in IMAGES}
+
     def build_image(self, image: Image, context: Path) -> str:
         tag = f"{image.name}:{content_tag(image, context)}"
         if self.has_image(tag):
