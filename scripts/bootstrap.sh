@@ -89,7 +89,9 @@ as_root() {
 make_venv() {  # make_venv VENV LOCK
   local target=$1 requirements=$2
   if [[ -f "$target/.complete" ]]; then log "  venv up to date: $target"; return; fi
-  "$python" -c 'import sys; assert sys.version_info >= (3, 11), sys.version' \
+  # Exit status, not assert: an AssertionError traceback before the message confused
+  # Ubuntu 22.04 users (issue #21).
+  "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
     || die "Python >= 3.11 is required ($python is $("$python" --version 2>&1))"
   rm -rf "$target"
   "$python" -m venv "$target"
