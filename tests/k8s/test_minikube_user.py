@@ -137,6 +137,18 @@ def test_a_stopped_profile_is_started_once_then_seen_running(tmp_path, monkeypat
     assert len([c for c in calls(state) if "start" in c]) == 1
 
 
+def test_a_bigger_stopped_profile_is_started_as_it_is(tmp_path, monkeypatch, capsys):
+    """Before the fix `up` passed the computed size to an existing profile, and minikube
+    answered "You cannot change the CPUs for an existing minikube cluster" right after
+    our "big enough"."""
+    bigger = profile("Stopped")
+    bigger["Config"].update(CPUs=8, Memory=16384)
+    path, state = standin(tmp_path, monkeypatch, bigger)
+    Minikube(path, "obs-test").start(SIZING)
+    assert [c for c in calls(state) if "start" in c] == [["start", "-p", "obs-test"]]
+    assert "You cannot change" not in capsys.readouterr().out
+
+
 def test_a_new_profile_runs_the_kubernetes_the_tests_run(tmp_path, monkeypatch):
     """Pinned for a new profile only: minikube refuses to downgrade an existing one."""
     path, state = standin(tmp_path, monkeypatch)

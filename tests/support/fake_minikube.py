@@ -102,18 +102,19 @@ def split_profile(argv: list[str]) -> tuple[str, list[str]]:
 
 def start(profile_file: Path, name: str, args: list[str]) -> None:
     options = dict(a.lstrip("-").split("=", 1) for a in args if a.startswith("--") and "=" in a)
-    asked = {"CPUs": int(options["cpus"]), "Memory": int(options["memory"]),
-             "DiskSize": int(options["disk-size"].removesuffix("mb"))}  # fmt: skip
     if profile_file.exists():
-        config = json.loads(profile_file.read_text()).get("Config") or asked
-        if asked["Memory"] != config.get("Memory"):
+        config = json.loads(profile_file.read_text()).get("Config") or {}
+        # Only a flag that is given and differs is warned about (Flags().Changed).
+        if "memory" in options and int(options["memory"]) != config.get("Memory"):
             print("❗  You cannot change the memory size for an existing minikube cluster. "
                   "Please first delete the cluster.", file=sys.stderr)  # fmt: skip
-        if asked["CPUs"] != config.get("CPUs"):
+        if "cpus" in options and int(options["cpus"]) != config.get("CPUs"):
             print("❗  You cannot change the CPUs for an existing minikube cluster. "
                   "Please first delete the cluster.", file=sys.stderr)  # fmt: skip
     else:
-        config = asked
+        # minikube's own defaults for a new profile are not imitated: flags required.
+        config = {"CPUs": int(options["cpus"]), "Memory": int(options["memory"]),
+                  "DiskSize": int(options["disk-size"].removesuffix("mb"))}  # fmt: skip
     profile = {"Name": name, "Status": running_status(), "Config": config}
     profile_file.write_text(json.dumps(profile))
     print(f"fake minikube: profile {name} running with {config}")

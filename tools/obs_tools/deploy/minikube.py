@@ -134,9 +134,10 @@ class Minikube:
         if is_running(profile):
             say(f"  Minikube profile {self.profile!r} is running ({profile_state(profile)}).")
             return
-        argv = [self.path, "start", "-p", self.profile, f"--cpus={sizing.cpus}",
-                f"--memory={sizing.memory_mb}", f"--disk-size={sizing.disk_mb}mb"]  # fmt: skip
+        argv = [self.path, "start", "-p", self.profile]
         if not profile:
+            argv += [f"--cpus={sizing.cpus}", f"--memory={sizing.memory_mb}",
+                     f"--disk-size={sizing.disk_mb}mb"]  # fmt: skip
             # A new cluster runs the Kubernetes the control-plane tests run, not the
             # minikube release's default (v1.35.1 in v1.38.1). Not for an existing one:
             # minikube refuses to downgrade it, and upgrading it is the user's call.
@@ -145,6 +146,9 @@ class Minikube:
             # warn that it is newer than their newest and look it up online
             # (cmd/minikube/cmd/start.go validateKubernetesVersion, read at v1.38.1).
             argv.append(f"--kubernetes-version={VERSIONS['K8S_VERSION']}")
+        # An existing profile (checked big enough) is started as it is: size flags that
+        # differ from it only make minikube print "You cannot change the CPUs for an
+        # existing minikube cluster" (cmd/minikube/cmd/start_flags.go, v1.34.0-v1.38.1).
         say(f"  {shlex.join(['minikube', *argv[1:]])} (several minutes the first time)")
         run_tool(argv, 900, "minikube start", stream=lambda line: say(f"    | {line}"))
 
