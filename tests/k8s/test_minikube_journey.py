@@ -5,19 +5,23 @@ minikube v1.34.0..v1.38.1 does, citing its source): `make up` on a stopped profi
 up` again (it starts nothing, builds nothing, changes nothing), a Job that failed (the
 next `make up` runs it again), `make down`.
 
+A code change in a copy of services/ (--services): only its image is built, under a new
+tag, and the Deployment's pods roll to it.
+
 Not here, and why: kwok runs no containers, so no port-forward can reach a pod; `make
 open`'s busy port and lost forward are tested in test_minikube_user.py against a
-kubectl stand-in, as are a code change (a new tag in the render) and a failing build
-(also test_rollout.py, on this control plane). Reads CI through the fixtures (a missing
-binary then fails instead of skipping).
+kubectl stand-in; a failing build is test_rollout.py's, on this control plane. Reads
+CI through the fixtures (a missing binary then fails instead of skipping).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import yaml
+from obs_tools.common.paths import REPO
 from obs_tools.deploy import resources
 
 from tests.k8s.test_rollout import (
@@ -119,6 +123,55 @@ def test_up_twice_then_a_failed_job_then_down(deploy_cluster, tmp_path):
         )
         job = cluster.get_json("job", "kibana-import", "-n", "obs-monitoring")
         assert job["status"].get("succeeded") == 1
+    finally:
+        down = minikube_cli(cluster, env, "down", f"--timeout={ROLLOUT_TIMEOUT}")
+        assert down.returncode == 0, show(down)
+
+
+def deployed_images(cluster, namespace: str, name: str) -> tuple[str, set[str]]:
+    """The Deployment's template image, and the images of its pods not being deleted."""
+    deployment = cluster.get_json("deployment", name, "-n", namespace)
+    template = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+    pods = cluster.get_json(
+        "pods", "-n", namespace, "-l", f"app.kubernetes.io/name={name}"
+    )["items"]  # fmt: skip
+    running = {
+        p["spec"]["containers"][0]["image"]
+        for p in pods
+        if not p["metadata"].get("deletionTimestamp")
+    }
+    return template, running
+
+
+def test_a_code_change_is_built_and_the_pods_roll(deploy_cluster, tmp_path):
+    """Before #21 the tag stayed 1.0.0: no new image reached the pods."""
+    cluster = deploy_cluster
+    services = tmp_path / "services"
+    shutil.copytree(REPO / "services", services, ignore=shutil.ignore_patterns("__pycache__"))
+    sizing = resources.minikube_sizing(resources.render_needs(render(), nodes=1))
+    running = {"Name": "obs-test", "Status": "OK",
+               "Config": {"CPUs": sizing.cpus, "Memory": sizing.memory_mb,
+                          "DiskSize": sizing.disk_mb}}  # fmt: skip
+    env, calls_file = fake_minikube(tmp_path, running)
+    up = ("up", f"--timeout={ROLLOUT_TIMEOUT}", f"--services={services}")
+    try:
+        first = minikube_cli(cluster, env, *up)
+        assert first.returncode == 0, show(first)
+        frontend_before, _ = deployed_images(cluster, "obs-apps", "frontend")
+        backend_before, _ = deployed_images(cluster, "obs-apps", "backend")
+        before = len(calls_file.read_text().splitlines())
+
+        source = next((services / "frontend" / "frontend").rglob("*.py"))
+        source.write_text(source.read_text() + "\n# a code change\n")
+        second = minikube_cli(cluster, env, *up)
+        assert second.returncode == 0, show(second)
+        later = [json.loads(line) for line in calls_file.read_text().splitlines()[before:]]
+        builds = [c[c.index("-t") + 1] for c in later if "build" in c]
+        assert len(builds) == 1 and builds[0].startswith("obs-frontend:1.0.0-"), builds
+        template, pods = deployed_images(cluster, "obs-apps", "frontend")
+        assert template == builds[0] != frontend_before
+        assert pods == {template}, f"pods still on {pods - {template}}"
+        assert deployed_images(cluster, "obs-apps", "backend")[0] == backend_before
     finally:
         down = minikube_cli(cluster, env, "down", f"--timeout={ROLLOUT_TIMEOUT}")
         assert down.returncode == 0, show(down)

@@ -64,6 +64,11 @@ def parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--manifests", default=str(REPO / "k8s"), help="kustomization directory")
     parser.add_argument(
+        "--services",
+        default=str(REPO / "services"),
+        help="build context of the service images on Minikube (default: services/)",
+    )
+    parser.add_argument(
         "--timeout",
         type=float,
         default=DEFAULT_TIMEOUT,

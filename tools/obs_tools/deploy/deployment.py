@@ -175,14 +175,15 @@ class Deployment:
         elif self.args.skip_build and self.minikube:
             # The tags a build of these sources makes (what an earlier `make up` left
             # on the node), not the manifests' bare version, which nothing builds.
-            tags = self.minikube.source_tags()
+            tags = self.minikube.source_tags(Path(self.args.services))
             names = ", ".join(f"{name}:{tag}" for name, tag in tags.items())
             say(f"Image build skipped (--skip-build): using {names}.")
             return tags
         elif self.args.skip_build:
             say("Image build skipped (--skip-build): the images must already be on the nodes.")
         elif self.minikube:
-            return self.step("images", self.minikube.build_images)
+            services = Path(self.args.services)
+            return self.step("images", lambda: self.minikube.build_images(services))
         else:
             raise DeployError(
                 "on a cluster other than Minikube, name the registry that holds the images "
