@@ -253,7 +253,7 @@ install_jaeger() {
   command -v go >/dev/null || die "Go is needed to build Jaeger (go >= 1.24)"
   install_jaeger_ui
   mkdir -p "$cache/bin" "$cache/logs"
-  export GOMODCACHE="$cache/gomod" GOTOOLCHAIN=local GOFLAGS=-modcacherw
+  export GOMODCACHE="$cache/gomod" GOCACHE="$cache/gocache" GOTOOLCHAIN=local GOFLAGS=-modcacherw
   local module work="$cache/build/jaeger-$JAEGER_MODULE_VERSION" log="$cache/logs/jaeger.build.log"
   module=$(go mod download -json "github.com/jaegertracing/jaeger@$JAEGER_MODULE_VERSION" \
         | "$python" -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
@@ -285,7 +285,7 @@ install_alertmanager_ui() {
   command -v go >/dev/null || die "Go is needed to unpack Alertmanager's web UI (go >= 1.24)"
   local dir="$cache/src/alertmanager-ui-$ALERTMANAGER_UI_VERSION" log="$cache/logs/alertmanager-ui.log"
   mkdir -p "$cache/logs" "$dir"
-  export GOMODCACHE="$cache/gomod" GOTOOLCHAIN=local GOFLAGS=-modcacherw
+  export GOMODCACHE="$cache/gomod" GOCACHE="$cache/gocache" GOTOOLCHAIN=local GOFLAGS=-modcacherw
   printf 'module example.local/obs-stack-alertmanager-ui\n\ngo 1.22\n\nrequire github.com/prometheus/alertmanager %s\n' \
     "$ALERTMANAGER_UI_VERSION" >"$dir/go.mod"
   cat >"$dir/main.go" <<'GO'
