@@ -34,10 +34,7 @@ from tests.support.kube_cluster import (
     missing_binaries,
 )
 from tests.support.real_node import PAUSE_IMAGE, RealNode, missing_tools
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+from tests.support.requirements import unavailable
 
 
 def require_k8s_binaries(names: Iterable[str]) -> None:
@@ -45,10 +42,7 @@ def require_k8s_binaries(names: Iterable[str]) -> None:
     missing = missing_binaries(names)
     if not missing:
         return
-    message = f"not built: {', '.join(p.name for p in missing)}; {BOOTSTRAP_HINT}"
-    if in_ci():
-        pytest.fail(f"{message} (CI=true: a missing binary is a failure)", pytrace=False)
-    pytest.skip(message)
+    unavailable(f"not built: {', '.join(p.name for p in missing)}; {BOOTSTRAP_HINT}")
 
 
 @pytest.fixture(scope="session")
@@ -155,10 +149,8 @@ def require_real_node() -> None:
         problem = "a real Kubernetes node needs root"
     elif missing := missing_tools():
         problem = f"not installed: {', '.join(missing)}; {BOOTSTRAP_HINT}"
-    if problem and in_ci():
-        pytest.fail(f"{problem} (CI=true: a node that cannot start is a failure)", pytrace=False)
     if problem:
-        pytest.skip(problem)
+        unavailable(problem)
 
 
 @dataclass
@@ -211,10 +203,7 @@ def elasticsearch_standin(real_node) -> str:
     """The Elasticsearch stand-in (tests/support/node_images.py) on the node, under the
     upstream name the render pins."""
     if not node_images.elasticsearch_zip().is_file():
-        message = f"{node_images.elasticsearch_zip()} is missing; run `scripts/bootstrap.sh all`"
-        if in_ci():
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+        unavailable(f"{node_images.elasticsearch_zip()} is missing; run `scripts/bootstrap.sh all`")
     built = node_images.build_elasticsearch_standin(real_node.podman, base_image())
     real_node.load_image(built, node_images.ES_IMAGE)
     return node_images.ES_IMAGE

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from obs_tools.common.paths import REPO
 from obs_tools.common.versions import VERSIONS, prometheus_binary, promtool_binary
 
 from tests.k8s.conftest import require_k8s_binaries
+from tests.k8s.render import kustomize
 
 PROMETHEUS_CONFIG = REPO / "prometheus" / "prometheus-kubernetes.yml"
 # The job names of the contract between the helpers (and of the local stack).
@@ -33,14 +32,7 @@ JOBS = {
 
 @pytest.fixture(scope="module")
 def render() -> list[dict]:
-    if not shutil.which("kubectl"):
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail("kubectl is not installed (CI=true: a missing tool is a failure)")
-        pytest.skip("kubectl is not installed")
-    text = subprocess.run(
-        ["kubectl", "kustomize", str(REPO / "k8s")],
-        capture_output=True, text=True, check=True, timeout=120,
-    ).stdout  # fmt: skip
+    text = kustomize()
     return [d for d in yaml.safe_load_all(text) if d]
 
 

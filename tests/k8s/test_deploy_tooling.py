@@ -10,20 +10,20 @@ import base64
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 
 import pytest
 import yaml
 from obs_tools.common.paths import REPO
-from obs_tools.common.versions import k8s_binary
 from obs_tools.deploy import cli, resources, rollout
 from obs_tools.deploy import deployment as k8s_main
 from obs_tools.deploy import secrets as k8s_secrets
 from obs_tools.deploy.cli import parse
 from obs_tools.deploy.contract import IMAGES
 from obs_tools.deploy.deployment import Deployment, _immutable_jobs
+
+from tests.k8s import render
 
 
 def deployment(name, replicas, containers, init=None, kind="Deployment", **extra):
@@ -248,17 +248,8 @@ def test_render_secret_references_must_be_in_the_table():
     ]
 
 
-def kubectl_or_skip() -> str:
-    found = shutil.which("kubectl")
-    if found:
-        return found
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail("kubectl is not installed (CI=true: a missing tool is a failure)")
-    pytest.skip("kubectl is not installed")
-
-
 def test_registry_overlay_renames_the_service_images(tmp_path):
-    kubectl_or_skip()
+    render.kubectl()
     base = tmp_path / "k8s"
     base.mkdir()
     (base / "kustomization.yaml").write_text("resources: [app.yaml]\n")
@@ -359,8 +350,7 @@ def test_jobs_refused_as_immutable_are_found_in_kubectl_errors():
 
 
 def kubectl_for_render() -> str:
-    built = k8s_binary("kubectl")
-    return str(built) if built.is_file() else kubectl_or_skip()
+    return render.kubectl()
 
 
 def test_the_secrets_table_is_exactly_what_k8s_refers_to():

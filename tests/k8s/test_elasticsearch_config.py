@@ -29,6 +29,8 @@ import yaml
 from obs_tools.common.paths import REPO
 from obs_tools.common.versions import VERSIONS, elasticsearch_home, java_home
 
+from tests.support.requirements import unavailable
+
 MANIFEST = REPO / "k8s" / "monitoring" / "elasticsearch.yaml"
 FILES = REPO / "k8s" / "monitoring" / "files"
 KUSTOMIZATION = REPO / "k8s" / "monitoring" / "kustomization.yaml"
@@ -50,16 +52,6 @@ IMAGE_GC_LINE = (
 # Room in the logs volume for what is not the GC log: the JVM's hs_err_pid*.log files
 # (-XX:ErrorFile=logs/...); the image's log4j2 configuration logs to the console.
 OTHER_LOGS_HEADROOM = 64 * 2**20
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def skip_or_fail(message: str) -> None:
-    if in_ci():
-        pytest.fail(f"{message} (CI=true: this is a failure)", pytrace=False)
-    pytest.skip(message)
 
 
 def statefulset() -> dict:
@@ -161,9 +153,9 @@ def make_empty_dir(folder: Path) -> None:
 @pytest.fixture
 def as_root() -> None:
     if os.geteuid() != 0:
-        skip_or_fail("needs root: the test creates root-owned folders and drops to uid 1000")
+        unavailable("needs root: the test creates root-owned folders and drops to uid 1000")
     if not shutil.which("setpriv"):
-        skip_or_fail("setpriv (util-linux) is not installed")
+        unavailable("setpriv (util-linux) is not installed")
 
 
 @pytest.fixture
@@ -235,7 +227,7 @@ def test_elasticsearch_creates_its_keystore_in_the_copied_config(pod_dirs):
     keystore_tool = elasticsearch_home() / "bin" / "elasticsearch-keystore"
     java = java_home()
     if not keystore_tool.exists() or java is None:
-        skip_or_fail(
+        unavailable(
             f"Elasticsearch {VERSIONS['ELASTICSEARCH_VERSION']} or a JVM is not installed: "
             "run `make bootstrap`"
         )
@@ -371,7 +363,7 @@ def test_a_real_jvm_keeps_the_bounded_gc_log(image_file, tmp_path):
     would keep the image's options if the file did not clear them first."""
     java = java_home()
     if java is None or not (java / "bin" / "java").exists():
-        skip_or_fail("no JVM (java on PATH, or ES_JAVA_HOME/JAVA_HOME)")
+        unavailable("no JVM (java on PATH, or ES_JAVA_HOME/JAVA_HOME)")
     ours = option_lines(GC_OPTIONS)
     ((our_path, expected),) = file_outputs(ours).items()
     # The JVM creates the log files when it starts: ours and the image's (relative to the

@@ -6,15 +6,13 @@ no cluster.
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-
 import pytest
 import yaml
 from obs_tools.common.paths import REPO
 from obs_tools.deploy import resources, totals
 from obs_tools.deploy.contract import IMAGES, image_tag
+
+from tests.k8s.render import kustomize
 
 
 def workload(kind, name, containers, init=(), **spec):
@@ -84,14 +82,7 @@ def test_report_states_the_totals_and_the_minikube_sizing():
 
 @pytest.fixture(scope="module")
 def render() -> str:
-    if not shutil.which("kubectl"):
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail("kubectl is not installed (CI=true: a missing tool is a failure)")
-        pytest.skip("kubectl is not installed")
-    return subprocess.run(
-        ["kubectl", "kustomize", str(REPO / "k8s")],
-        capture_output=True, text=True, check=True, timeout=120,
-    ).stdout  # fmt: skip
+    return kustomize()
 
 
 def test_every_container_has_cpu_and_memory_requests_and_limits(render):
