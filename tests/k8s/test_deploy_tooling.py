@@ -349,17 +349,10 @@ def test_jobs_refused_as_immutable_are_found_in_kubectl_errors():
     assert _immutable_jobs("error: something else") == []
 
 
-def kubectl_for_render() -> str:
-    return render.kubectl()
-
-
 def test_the_secrets_table_is_exactly_what_k8s_refers_to():
     """Both ways: preflight refuses a render that refers to a Secret key the table does
     not create, and the table creates nothing the manifests do not use."""
-    rendered = subprocess.run(
-        [kubectl_for_render(), "kustomize", str(REPO / "k8s")],
-        capture_output=True, text=True, check=True, timeout=120,
-    ).stdout  # fmt: skip
+    rendered = render.kustomize()
     assert k8s_secrets.not_in_table(rendered) == []
     referenced = k8s_secrets.referenced_secret_keys(rendered)
     created = {(s.namespace, s.name, k.key) for s in k8s_secrets.SECRETS for k in s.keys}
@@ -381,10 +374,7 @@ def test_the_kubernetes_quick_start_matches_the_code():
     """Its numbers are what the preflight computes from the render now; its commands are
     Makefile targets and options `obs-deploy` has."""
     section = quick_start()
-    rendered = subprocess.run(
-        [kubectl_for_render(), "kustomize", str(REPO / "k8s")],
-        capture_output=True, text=True, check=True, timeout=120,
-    ).stdout  # fmt: skip
+    rendered = render.kustomize()
     needs = resources.render_needs(rendered, nodes=1)
     sizing = resources.minikube_sizing(needs)
     for text in (
@@ -451,10 +441,7 @@ def test_the_default_rollout_timeout_outlasts_every_inner_wait():
     """`make up` must not give up on a stack that is still allowed to come up: its
     default --timeout exceeds the longest startupProbe budget and Job wait, with room
     for a first run's image pulls (minutes on Minikube)."""
-    rendered = subprocess.run(
-        [kubectl_for_render(), "kustomize", str(REPO / "k8s")],
-        capture_output=True, text=True, check=True, timeout=120,
-    ).stdout  # fmt: skip
+    rendered = render.kustomize()
     waits = inner_waits(rendered)
     # The ones this check exists for are found (Kibana's probe, the import's wait).
     assert waits["kibana/kibana startupProbe"] == 600
@@ -470,10 +457,7 @@ def test_the_default_rollout_timeout_outlasts_every_inner_wait():
 
 def test_down_names_the_hostpath_fluent_bit_keeps_its_state_in():
     """`down` tells what it leaves on the node: the path must be the DaemonSet's."""
-    rendered = subprocess.run(
-        [kubectl_for_render(), "kustomize", str(REPO / "k8s")],
-        capture_output=True, text=True, check=True, timeout=120,
-    ).stdout  # fmt: skip
+    rendered = render.kustomize()
     (daemonset,) = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "DaemonSet"]
     (container,) = daemonset["spec"]["template"]["spec"]["containers"]
     volumes = {v["name"]: v for v in daemonset["spec"]["template"]["spec"]["volumes"]}
@@ -584,10 +568,7 @@ CHANGES = {
 def test_a_changed_credential_reaches_exactly_the_workloads_that_read_it(key):
     """From the render: the Jobs that re-run (the setup Job sets the users' passwords in
     Elasticsearch) and the workloads restarted, and no other."""
-    rendered = subprocess.run(
-        [kubectl_for_render(), "kustomize", str(REPO / "k8s")],
-        capture_output=True, text=True, check=True, timeout=120,
-    ).stdout  # fmt: skip
+    rendered = render.kustomize()
     changed, expected = CHANGES[key]
     assert sorted(k8s_secrets.consumers(rendered, changed)) == sorted(expected)
 
@@ -595,10 +576,7 @@ def test_a_changed_credential_reaches_exactly_the_workloads_that_read_it(key):
 def test_up_reruns_the_setup_job_before_the_apply_and_restarts_readers_after(monkeypatch, capsys):
     """The order `up` runs things in when a credential changed, with a kubectl that
     records every call and a cluster that already holds the Secrets."""
-    rendered = subprocess.run(
-        [kubectl_for_render(), "kustomize", str(REPO / "k8s")],
-        capture_output=True, text=True, check=True, timeout=120,
-    ).stdout  # fmt: skip
+    rendered = render.kustomize()
     kubectl = ClusterSecretsKubectl(deployed_secrets())
     deployment = Deployment.__new__(Deployment)
     deployment.args = parse(["up", "--skip-minikube", "--skip-build"])

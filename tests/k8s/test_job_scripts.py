@@ -20,6 +20,7 @@ import pytest
 import yaml
 from obs_tools.common.paths import REPO
 
+from tests.k8s.render import kustomize
 from tests.support.recorder import Recorder, kibana
 
 FILES = REPO / "k8s" / "monitoring" / "files"
@@ -201,13 +202,8 @@ def test_import_waits_for_a_usable_kibana_and_gives_up_in_time(overall, saved_ob
 
 def elasticsearch_readiness_command() -> str:
     """The readiness probe's script, as the StatefulSet in the render runs it."""
-    if not shutil.which("kubectl"):
-        pytest.skip("kubectl is not installed (it renders k8s/)")
-    render = subprocess.run(
-        ["kubectl", "kustomize", str(REPO / "k8s")],
-        capture_output=True, text=True, check=True, timeout=120,
-    ).stdout  # fmt: skip
-    (statefulset,) = [d for d in yaml.safe_load_all(render) if d and d["kind"] == "StatefulSet"]
+    rendered = kustomize()
+    (statefulset,) = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "StatefulSet"]
     (container,) = statefulset["spec"]["template"]["spec"]["containers"]
     command = container["readinessProbe"]["exec"]["command"]
     assert command[:2] == ["bash", "-c"]

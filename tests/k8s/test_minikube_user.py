@@ -4,7 +4,7 @@ answers as minikube v1.34.0..v1.38.1 does, citing its source), `open` against a 
 stand-in that listens on the local port it is asked to forward (or fails as kubectl
 does). Each test here failed on the code before the fix it names.
 
-Reads CI (kubectl_for_render: a missing kubectl then fails instead of skipping).
+Reads CI (tests/k8s/render.kubectl: a missing kubectl then fails instead of skipping).
 """
 
 from __future__ import annotations
@@ -31,11 +31,8 @@ from obs_tools.deploy.deployment import Deployment
 from obs_tools.deploy.kubectl import DeployError
 from obs_tools.deploy.minikube import Minikube
 
-from tests.k8s.test_deploy_tooling import (
-    ClusterSecretsKubectl,
-    deployed_secrets,
-    kubectl_for_render,
-)
+from tests.k8s import render
+from tests.k8s.test_deploy_tooling import ClusterSecretsKubectl, deployed_secrets
 from tests.support.polling import free_port, poll_until
 
 STANDIN = REPO / "tests" / "support" / "fake_minikube.py"
@@ -215,10 +212,7 @@ def test_a_failed_build_fails_even_over_an_old_image_of_the_same_version(tmp_pat
 
 
 def rendered_images(manifests: Path) -> dict[str, str]:
-    rendered = subprocess.run(
-        [kubectl_for_render(), "kustomize", str(manifests)],
-        capture_output=True, text=True, check=True, timeout=120,
-    ).stdout  # fmt: skip
+    rendered = render.kustomize(manifests)
     return {
         d["metadata"]["name"]: d["spec"]["template"]["spec"]["containers"][0]["image"]
         for d in yaml.safe_load_all(rendered)
@@ -306,10 +300,7 @@ class FailedJobKubectl(ClusterSecretsKubectl):
 
 def test_up_replaces_a_job_that_failed_before_applying(monkeypatch, capsys):
     """Before the fix a Failed Job stayed Failed: every later `up` failed at once."""
-    rendered = subprocess.run(
-        [kubectl_for_render(), "kustomize", str(REPO / "k8s")],
-        capture_output=True, text=True, check=True, timeout=120,
-    ).stdout  # fmt: skip
+    rendered = render.kustomize()
     kubectl = FailedJobKubectl(deployed_secrets())
     deployment = Deployment.__new__(Deployment)
     deployment.args = parse(["up", "--skip-minikube", "--skip-build"])
