@@ -5,13 +5,17 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := help
 
-VENV := $(shell scripts/bootstrap.sh --print-venv)
+# PYTHON (an interpreter for the venvs) passed on explicitly: `make up PYTHON=...` sets it
+# for the recipes, but make 4.3 does not give it to $(shell).
+VENV := $(shell PYTHON='$(PYTHON)' scripts/bootstrap.sh --print-venv)
 PY := $(VENV)/bin/python
+# up/status/open/down run from a small venv of their own: Python >= 3.10 and PyYAML.
+DEPLOY_VENV := $(shell PYTHON='$(PYTHON)' scripts/bootstrap.sh --print-deploy-venv)
 PYTEST := $(PY) -m pytest
 # The fast lane: every test that needs no backend, image or control plane (tests/README.md).
 FAST := not (integration or e2e or images or validate or k8s or node or browser)
 
-.PHONY: help check bootstrap bootstrap-python bootstrap-images bootstrap-k8s bootstrap-browser validate test-images up status open down services demo mail test test-e2e lint format lock clean views bench
+.PHONY: help check bootstrap bootstrap-python bootstrap-deploy bootstrap-images bootstrap-k8s bootstrap-browser validate test-images up status open down services demo mail test test-e2e lint format lock clean views bench
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -21,6 +25,9 @@ bootstrap: ## Install everything (Python venv, Prometheus, Alertmanager, Jaeger,
 
 bootstrap-python: ## Install only the Python environment
 	scripts/bootstrap.sh python
+
+bootstrap-deploy: ## Install only the deploy tool (up/status/open/down): Python >= 3.10 and PyYAML
+	scripts/bootstrap.sh deploy
 
 bootstrap-images: ## Install podman and the base image the service images build on (a local stand-in if no registry)
 	scripts/bootstrap.sh images
@@ -74,21 +81,23 @@ lock: bootstrap-python ## Re-resolve the pinned dependency locks
 	  requirements/dev.in -o requirements/dev.lock
 	$(PY) -m uv pip compile --quiet --python-version 3.11 --generate-hashes \
 	  requirements/checkov.in -o requirements/checkov.lock
+	$(PY) -m uv pip compile --quiet --python-version 3.10 --generate-hashes \
+	  requirements/deploy.in -o requirements/deploy.lock
 
 views: bootstrap-python ## Regenerate Grafana dashboards, Kibana saved objects and the kube-prometheus-stack PrometheusRules (tools/obs_tools/views/)
 	$(VENV)/bin/obs-views
 
-up: bootstrap-python ## Deploy to Minikube (starts it, builds the images); UP_ARGS="--skip-minikube --registry R" for another cluster
-	$(VENV)/bin/obs-deploy up $(UP_ARGS)
+up: bootstrap-deploy ## Deploy to Minikube (starts it, builds the images); UP_ARGS="--skip-minikube --registry R" for another cluster
+	$(DEPLOY_VENV)/bin/obs-deploy up $(UP_ARGS)
 
-status: bootstrap-python ## What of the Kubernetes deployment runs and what is not ready (exit 1 if anything is not)
-	$(VENV)/bin/obs-deploy status $(UP_ARGS)
+status: bootstrap-deploy ## What of the Kubernetes deployment runs and what is not ready (exit 1 if anything is not)
+	$(DEPLOY_VENV)/bin/obs-deploy status $(UP_ARGS)
 
-open: bootstrap-python ## Port-forward the UIs (Grafana, Kibana, Jaeger, ...) to 127.0.0.1 until Ctrl-C
-	$(VENV)/bin/obs-deploy open $(UP_ARGS)
+open: bootstrap-deploy ## Port-forward the UIs (Grafana, Kibana, Jaeger, ...) to 127.0.0.1 until Ctrl-C
+	$(DEPLOY_VENV)/bin/obs-deploy open $(UP_ARGS)
 
-down: bootstrap-python ## Remove everything `make up` deployed, and nothing else (Fluent Bit's node state /var/lib/fluent-bit stays: see docs/kubernetes.md)
-	$(VENV)/bin/obs-deploy down $(UP_ARGS)
+down: bootstrap-deploy ## Remove everything `make up` deployed, and nothing else (Fluent Bit's node state /var/lib/fluent-bit stays: see docs/kubernetes.md)
+	$(DEPLOY_VENV)/bin/obs-deploy down $(UP_ARGS)
 
 clean: ## Remove local run state (.run/); the install cache stays
 	rm -rf .run

@@ -3,9 +3,14 @@
 # every version pinned (scripts/versions.env). Idempotent: a second run checks and
 # skips. Prints each step and how long it took.
 #
-# Usage: scripts/bootstrap.sh [python|all|bench|images|k8s|browser]   (default: all; bench adds wrk)
+# Usage: scripts/bootstrap.sh [python|deploy|all|bench|images|k8s|browser]   (default: all; bench adds wrk)
 #        scripts/bootstrap.sh --print-venv                      (path of the Python environment)
+#        scripts/bootstrap.sh --print-deploy-venv               (path of the deploy tool's environment)
 #        scripts/bootstrap.sh --print-checkov-venv              (path of checkov's environment)
+#
+# `deploy` (what `make up`, `status`, `open` and `down` run) makes the deploy tool's own
+# small venv: any Python >= 3.10, requirements/deploy.lock (PyYAML, and setuptools to
+# install tools/ editable), nothing of the development set.
 #
 # `images` (not part of `all`; `make test` runs it) installs podman, runc and debootstrap
 # and makes sure the base image that services/*/Dockerfile start FROM is in podman's
@@ -29,7 +34,8 @@
 # Reads: OBS_STACK_CACHE (default ~/.cache/obs-stack), PYTHON (default python3),
 # OBS_VENDOR_DIR, OBS_FLUENT_BIT_SOURCE, OBS_JAEGER_UI_SOURCE and
 # OBS_PROMETHEUS_OPERATOR_SOURCE (where the pinned source archives are: pinned_source).
-# Installs into OBS_STACK_CACHE: the Python venv (requirements/dev.lock), the Jaeger
+# Installs into OBS_STACK_CACHE: the Python venv (requirements/dev.lock), the deploy
+# tool's venv (requirements/deploy.lock), the Jaeger
 # binary, the Fluent Bit binary (built from source, bin/fluent-bit-<version>), the
 # Elasticsearch zip. As root, Elasticsearch is unpacked under
 # /var/cache/obs-stack instead, because it must run as the unprivileged user
@@ -52,6 +58,10 @@ fi
 lock_id=$(sha256sum "$lock" | cut -c1-12)
 py_id=$("$python" -c 'import sys; print(f"py{sys.version_info[0]}{sys.version_info[1]}")')
 venv="$cache/venv-$py_id-$lock_id"
+# `make up`/`status`/`open`/`down` need only PyYAML: a venv of their own, keyed like the
+# dev venv, on any Python >= 3.10 (issue #21: Ubuntu 22.04 ships 3.10).
+deploy_lock="$repo/requirements/deploy.lock"
+deploy_venv="$cache/venv-deploy-$py_id-$(sha256sum "$deploy_lock" | cut -c1-12)"
 checkov_lock="$repo/requirements/checkov.lock"
 # Keyed by the lock's hash, like the dev venv; absent until `make lock` has written the lock.
 checkov_venv="$cache/venv-checkov-$py_id-$( (sha256sum "$checkov_lock" 2>/dev/null || true) | cut -c1-12)"
@@ -60,14 +70,18 @@ if [[ "${1:-}" == "--print-venv" ]]; then
   echo "$venv"
   exit 0
 fi
+if [[ "${1:-}" == "--print-deploy-venv" ]]; then
+  echo "$deploy_venv"
+  exit 0
+fi
 if [[ "${1:-}" == "--print-checkov-venv" ]]; then
   echo "$checkov_venv"
   exit 0
 fi
 what=${1:-all}
 case "$what" in
-  python|all|bench|images|k8s|browser) ;;
-  *) echo "usage: $0 [python|all|bench|images|k8s|browser|--print-venv|--print-checkov-venv]" >&2; exit 2 ;;
+  python|deploy|all|bench|images|k8s|browser) ;;
+  *) echo "usage: $0 [python|deploy|all|bench|images|k8s|browser|--print-venv|--print-deploy-venv|--print-checkov-venv]" >&2; exit 2 ;;
 esac
 
 log() { printf '[bootstrap] %s\n' "$*"; }
@@ -86,13 +100,17 @@ as_root() {
   else die "need root for: $* (run as root or install sudo)"; fi
 }
 
-make_venv() {  # make_venv VENV LOCK
-  local target=$1 requirements=$2
+make_venv() {  # make_venv VENV LOCK [MINIMUM_MINOR_VERSION_OF_PYTHON_3]
+  local target=$1 requirements=$2 minor=${3:-11}
   if [[ -f "$target/.complete" ]]; then log "  venv up to date: $target"; return; fi
   # Exit status, not assert: an AssertionError traceback before the message confused
   # Ubuntu 22.04 users (issue #21).
-  "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
-    || die "Python >= 3.11 is required ($python is $("$python" --version 2>&1))"
+  "$python" -c "import sys; sys.exit(sys.version_info < (3, $minor))" \
+    || die "Python >= 3.$minor is required ($python is $("$python" --version 2>&1)); set PYTHON=/path/to/python3.$minor or newer"
+  # Debian and Ubuntu split venv's pip bootstrap (ensurepip) into python3-venv, which
+  # neither installs by default; without it `python3 -m venv` fails half-way.
+  "$python" -c 'import ensurepip, venv' 2>/dev/null \
+    || die "$python cannot create a venv (no ensurepip): install the package python3-venv (Debian, Ubuntu: sudo apt install python3-venv, or python$("$python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')-venv)"
   rm -rf "$target"
   "$python" -m venv "$target"
   "$target/bin/python" -m pip install --quiet --disable-pip-version-check --require-hashes -r "$requirements"
@@ -125,6 +143,19 @@ print(" ".join(os.path.dirname(os.path.dirname(m.__file__)) for m in (obs_tools,
 }
 
 install_python() { make_venv "$venv" "$lock"; install_tools; }
+
+# The deploy tool alone (tools/, editable, for its obs-deploy command) in the small venv.
+install_deploy() {
+  make_venv "$deploy_venv" "$deploy_lock" 10
+  if [[ "$("$deploy_venv/bin/python" -c 'import obs_tools, os; print(os.path.dirname(os.path.dirname(obs_tools.__file__)))' 2>/dev/null)" == "$repo/tools" \
+        && -x "$deploy_venv/bin/obs-deploy" ]]; then
+    log "  obs-deploy installed from $repo/tools"
+    return
+  fi
+  "$deploy_venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
+    --no-build-isolation --editable "$repo/tools" || die "pip install --editable $repo/tools failed"
+  log "  installed (editable) from $repo: tools (obs-deploy)"
+}
 
 apt_updated=""
 apt_install() {  # apt_install PACKAGE VERSION BINARY (a command, or a file it installs)
@@ -835,6 +866,10 @@ install_checkov() {
 }
 
 total=$SECONDS
+if [[ "$what" == deploy ]]; then
+  step "deploy tool venv ($deploy_venv)" install_deploy
+  exit 0
+fi
 if [[ "$what" == k8s ]]; then
   step "python venv ($venv)" install_python
   step "etcd $ETCD_VERSION, Kubernetes $K8S_VERSION (go build)" install_control_plane

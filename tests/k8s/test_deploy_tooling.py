@@ -602,3 +602,56 @@ def test_up_reruns_the_setup_job_before_the_apply_and_restarts_readers_after(mon
     assert "job/elasticsearch-setup (obs-monitoring) reads them: deleting it" in out
     assert "deployment/grafana (obs-monitoring) reads a changed credential: restarting" in out
     assert "new-grafana-pw" not in out
+
+
+# --- The deploy tool's own venv: stdlib and PyYAML only (requirements/deploy.lock) ----
+
+DEPLOY_LOCKED = {"yaml"}  # requirements/deploy.lock, beside setuptools/wheel (build only)
+
+
+def imported_modules(path) -> set[str]:
+    """The top-level names a module imports (relative imports excluded)."""
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names.add(node.module)
+    return names
+
+
+def deploy_tool_modules():
+    """obs_tools.deploy, what it imports of obs_tools, and so on: the code `make up` runs."""
+    seen, todo = set(), ["obs_tools.deploy"]
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        path = REPO / "tools" / module.replace(".", "/")
+        files = sorted(path.glob("*.py")) if path.is_dir() else [path.with_suffix(".py")]
+        for file in files:
+            todo += [m for m in imported_modules(file) if m.startswith("obs_tools.")]
+    return seen
+
+
+def test_the_deploy_tool_imports_only_the_stdlib_and_pyyaml():
+    """`make up` runs in a venv with PyYAML alone (issue #21): an import of anything else
+    (httpx, say) would pass every test in the dev venv and fail on a learner's laptop.
+    tests/k8s/test_rollout.py runs the tool in that venv on Python 3.10."""
+    outside = {}
+    for module in deploy_tool_modules():
+        path = REPO / "tools" / module.replace(".", "/")
+        for file in sorted(path.glob("*.py")) if path.is_dir() else [path.with_suffix(".py")]:
+            for name in imported_modules(file):
+                top = name.split(".")[0]
+                if top not in sys.stdlib_module_names | DEPLOY_LOCKED | {"obs_tools"}:
+                    outside.setdefault(str(file.relative_to(REPO)), set()).add(name)
+    assert not outside, f"the deploy tool imports what requirements/deploy.lock lacks: {outside}"
+    locked = {
+        line.split("==")[0] for line in (REPO / "requirements" / "deploy.lock").read_text().split()
+        if "==" in line
+    }  # fmt: skip
+    assert "pyyaml" in locked

@@ -29,6 +29,7 @@ from obs_tools.deploy import resources
 from obs_tools.deploy.contract import IMAGES
 from obs_tools.deploy.secrets import SECRETS, referenced_secret_keys
 
+from tests.support.deploy_venv import deploy_python
 from tests.support.kube_cluster import KubeCluster
 
 pytestmark = pytest.mark.k8s
@@ -69,7 +70,9 @@ def k8s_cli(cluster: KubeCluster, *args: str, env: dict[str, str] | None = None)
         "KUBECONFIG": str(cluster.kubeconfig),
         **(env or {}),
     }
-    argv = [sys.executable, "-m", "obs_tools.deploy", *args, "--skip-minikube",
+    # The deploy tool's own venv on Python 3.10 (tests/support/deploy_venv.py): what a
+    # learner's `make up` runs, with PyYAML and nothing else of the development set.
+    argv = [deploy_python(), "-m", "obs_tools.deploy", *args, "--skip-minikube",
             "--kubectl", str(k8s_binary("kubectl"))]  # fmt: skip
     started = time.monotonic()
     result = subprocess.run(
