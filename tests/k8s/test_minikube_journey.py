@@ -8,9 +8,11 @@ next `make up` runs it again), `make down`.
 A code change in a copy of services/ (--services): only its image is built, under a new
 tag, and the Deployment's pods roll to it.
 
-Not here, and why: kwok runs no containers, so no port-forward can reach a pod; `make
-open`'s busy port and lost forward are tested in test_minikube_user.py against a
-kubectl stand-in; a failing build is test_rollout.py's, on this control plane. Reads
+Not here, and why: kwok runs no containers, so no port-forward can reach a pod: `make
+open` runs against real pods in test_real_node.py (a replaced pod's forward comes back),
+and its busy port in test_minikube_user.py against a kubectl stand-in; a failing build
+is test_rollout.py's, on this control plane. `obs-deploy` runs here in its own venv on
+Python 3.10 (tests/support/deploy_venv.py). Reads
 CI through the fixtures (a missing binary then fails instead of skipping).
 """
 

@@ -7,6 +7,8 @@ What kwok cannot show, shown here (tests/support/real_node.py):
   Ready through their real probes, run as the rendered user with no capability on a
   read-only root, and a request through the frontend's Service reaches the backend by
   its Service name; their stdout lands in /var/log/pods in CRI format;
+- `make open` (the pinned kubectl's port-forwards) reaches real pods, and a forward whose
+  pod is replaced comes back while the others stay;
 - /crash makes the kubelet restart the backend until CrashLoopBackOff;
 - the same check fails, naming the cause, on three manifests broken on purpose: no
   /tmp emptyDir, a wrong probe port, runAsNonRoot on an image whose USER is a name;
@@ -22,17 +24,21 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import os
 import re
 from pathlib import Path
 
 import httpx
 import pytest
 from obs_tools.common.paths import REPO
-from obs_tools.common.versions import VERSIONS
+from obs_tools.common.versions import VERSIONS, k8s_binary
+from obs_tools.deploy.contract import UIS
 
 from tests.k8s.conftest import NodeCluster
 from tests.k8s.render import by_kind, dump, find
+from tests.support.deploy_venv import deploy_python
 from tests.support.kube_cluster import KubeCluster
+from tests.support.open_run import OpenRun, distinct_free_ports, port_args
 from tests.support.polling import GiveUp, PollTimeout, poll_until
 from tests.support.real_node import KUBELET_LOGS, gateway
 
@@ -257,6 +263,87 @@ def test_a_request_through_the_frontend_service_reaches_the_backend(apps: KubeCl
 
     # containerd writes `<time> stdout F <line>` to the files Fluent Bit tails.
     poll_until(backend_logged, "the backend's CRI log in /var/log/pods names /api/items", 20)
+
+
+# --- `make open` on the node: real port-forwards, a forwarded pod replaced ----------------
+
+# A UI of contract.UIS in obs-monitoring (Jaeger's Service name and port) stood in for by
+# the backend image: what is under test is kubectl's port-forward to a real pod and
+# `open`'s restart of a lost one, not Jaeger, which has no image here.
+STANDIN_SELECTOR = "app.kubernetes.io/name=ui-standin"
+
+
+def ui_standin_docs(render_docs) -> list[dict]:
+    deployment = copy.deepcopy(find(render_docs, "Deployment", "backend", APPS))
+    labels = {"app.kubernetes.io/name": "ui-standin"}
+    deployment["metadata"] = {"name": "ui-standin", "namespace": MONITORING, "labels": labels}
+    deployment["spec"]["replicas"] = 1
+    deployment["spec"]["selector"] = {"matchLabels": labels}
+    template = deployment["spec"]["template"]
+    template["metadata"] = {"labels": labels}
+    (container,) = template["spec"]["containers"]
+    container["env"] = [{"name": "PORT", "value": "5001"},
+                        {"name": "OTEL_SDK_DISABLED", "value": "true"}]  # fmt: skip
+    service = {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "jaeger", "namespace": MONITORING, "labels": labels},
+        "spec": {"selector": labels,
+                 "ports": [{"name": "http-query", "port": 16686, "targetPort": "http"}]},
+    }  # fmt: skip
+    return [find(render_docs, "Namespace", MONITORING), deployment, service]
+
+
+@pytest.fixture(scope="module")
+def ui_standin(apps: KubeCluster, render_docs) -> KubeCluster:
+    apply(apps, ui_standin_docs(render_docs))
+    wait_ready(apps, MONITORING, STANDIN_SELECTOR, 1, timeout=120)
+    return apps
+
+
+def test_open_forwards_to_real_pods_and_brings_back_the_one_whose_pod_was_replaced(
+    ui_standin: KubeCluster, render_docs, tmp_path
+):
+    """`make open` with the pinned kubectl: the UIs whose Service exists are forwarded
+    (the others are skipped with kubectl's error); the frontend's pods are replaced, its
+    forward ends at the next request ("lost connection to pod") and comes back on a new
+    pod while the other forward stays, untouched."""
+    cluster = ui_standin
+    ports = distinct_free_ports([ui.service for ui in UIS])
+    env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
+    args = [f"--kubectl={k8s_binary('kubectl')}", *port_args(ports)]
+    run = OpenRun(tmp_path, deploy_python(), args, env)
+    frontend, jaeger = (f"http://127.0.0.1:{ports[s]}/livez" for s in ("frontend", "jaeger"))
+    try:
+        run.wait_for("Forwarding until Ctrl-C.", timeout=120)
+        assert httpx.get(frontend, timeout=5).status_code == 200, run.text()
+        assert httpx.get(jaeger, timeout=5).status_code == 200, run.text()
+        selector = "app.kubernetes.io/name=frontend"
+        old = {p["metadata"]["name"] for p in pods(cluster, APPS, selector)}
+        cluster.kubectl("delete", "pods", "-n", APPS, "-l", selector, "--grace-period=2")
+        replicas = find(render_docs, "Deployment", "frontend", APPS)["spec"]["replicas"]
+        wait_ready(cluster, APPS, selector, replicas, timeout=180)
+        assert not old & {p["metadata"]["name"] for p in pods(cluster, APPS, selector)}
+
+        def frontend_answers():
+            return httpx.get(frontend, timeout=5).status_code == 200
+
+        # Seen here: kubectl's forward outlives its pod; the first connection through it
+        # afterwards fails and ends it ("lost connection to pod"), and `open` starts it
+        # again. So a user's reload fails once, and the next one reaches the new pod.
+        poll_until(frontend_answers, "the frontend through its restarted forward", 120,
+                   on_timeout=run.text)  # fmt: skip
+        run.wait_for("frontend: forwarding again on 127.0.0.1:", timeout=30)
+        assert httpx.get(jaeger, timeout=5).status_code == 200, run.text()
+    finally:
+        code = run.stop()
+    out = run.text()
+    assert code == 0, out
+    # The text the kubectl stand-in of test_minikube_user.py prints, seen from the real one.
+    assert "lost connection to pod" in out, out
+    assert "Jaeger: forwarding again" not in out, out
+    for ui in UIS:
+        if ui.service not in ("frontend", "jaeger"):
+            assert f'services "{ui.service}" not found; {ui.title} is not forwarded' in out, out
 
 
 def test_crash_makes_the_kubelet_restart_the_backend_until_crashloopbackoff(apps: KubeCluster):

@@ -369,6 +369,11 @@ class KubeCluster:
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 "--authorization-mode=Node,RBAC",
+                # Reach a kubelet (port-forward, logs, exec) at the node's InternalIP,
+                # as kubeadm, and so Minikube, configures it (its controlplane
+                # manifests.go; found by code search, not read at a tag): the default
+                # tries the Hostname first, and a real node's name resolves nowhere here.
+                "--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname",
                 f"--enable-admission-plugins={','.join(self.admission_plugins)}",
                 # Fluent Bit's namespace is PSA `privileged` (hostPath): as on Minikube.
                 "--allow-privileged=true",

@@ -3,9 +3,13 @@ each UI of contract.UIS, held until Ctrl-C) and the URLs and logins that it and 
 of `make up` print. Logins are never printed: it says which Secret holds them.
 
 A local port that is taken (macOS's AirPlay Receiver listens on :5000) is skipped with a
-warning naming the option that moves it (--port SERVICE=PORT); the other UIs open. A
-port-forward that stops (its pod restarted: client-go's "lost connection to pod") is
-started again; the others keep running.
+warning naming the option that moves it (--port SERVICE=PORT); the other UIs open. So is
+a UI whose forward does not start (its Service is missing, or has no running pod), with
+kubectl's own error; nothing at all is forwarded only if every UI fails. A
+port-forward that stops is started again; the others keep running. kubectl's forward
+outlives a replaced pod and stops ("lost connection to pod") at the first connection
+through it after that (seen with kubectl v1.34.4 on a real node), so the user's next
+request is the one that reaches the new pod.
 
 Reads no environment variables (kubectl reads KUBECONFIG).
 """
@@ -79,9 +83,8 @@ def open_uis(kubectl: Kubectl, overrides: dict[str, int] | None = None) -> None:
         for ui in UIS:
             if ui.service in ports:
                 forwards.append(start_forward(kubectl, ui, ports[ui.service]))
-        for forward in forwards:
-            wait_listening(forward)
-        print_access(None, forwarded=True, ports=ports)
+        forwards = listening_forwards(forwards)
+        print_access(None, forwarded=True, ports={f.ui.service: f.port for f in forwards})
         say("Forwarding until Ctrl-C.")
         watch(kubectl, forwards)
     except KeyboardInterrupt:
@@ -141,6 +144,23 @@ def wait_listening(forward: Forward) -> None:
         poll_until(listening, f"port-forward to {forward.ui.title}", 20)
     except (GiveUp, PollTimeout) as exc:
         raise DeployError(str(exc)) from None
+
+
+def listening_forwards(forwards: list[Forward]) -> list[Forward]:
+    """The forwards that listen; each one that does not is stopped, with a warning."""
+    ready, failures = [], []
+    for forward in forwards:
+        try:
+            wait_listening(forward)
+        except DeployError as exc:
+            stop([forward])
+            failures.append(str(exc))
+            say(f"warning: {exc}; {forward.ui.title} is not forwarded")
+        else:
+            ready.append(forward)
+    if not ready:
+        raise DeployError("no UI could be forwarded:\n  " + "\n  ".join(failures))
+    return ready
 
 
 def watch(kubectl: Kubectl, forwards: list[Forward]) -> None:
