@@ -40,3 +40,27 @@ def test_every_variant_is_a_valid_standard_configuration(variant, monkeypatch):
     for name, value in environ.items():
         monkeypatch.setenv(name, value)
     build_tracer_provider("bench", "0.0.0").shutdown()
+
+
+def test_the_seed002_cost_removes_exactly_seed002s_series_and_is_reported():
+    """#16: `make bench` shows what seed 002's duplicate request series cost."""
+    from obs_tools.bench.report import seed002_lines
+    from obs_tools.bench.run import populated_app, seed002_cost
+
+    cost = seed002_cost(repetitions=2, calls=200, rounds=1)
+    app, _ = populated_app()
+    body = app.test_client().get("/metrics").get_data(as_text=True)
+    app.extensions["backend_client"].close()
+    seed002 = [
+        line for line in body.splitlines()
+        if line.startswith(("http_requests_total", "http_requests_created",
+                            "request_duration_seconds_"))
+    ]  # fmt: skip
+    assert seed002, "the app exposes none of seed 002's request series"
+    assert cost["render_with"]["samples"] - cost["render_without"]["samples"] == len(seed002)
+    assert cost["seed002_updates_us"] > 0 and cost["observe_request_us"] > 0
+    result = {"seed002_cost": cost, "variants": [
+        {"name": "full", "summary": {"cpu_us_per_request": 1000.0}}]}  # fmt: skip
+    text = "\n".join(seed002_lines(result))
+    assert f"+{len(seed002)} |" in text
+    assert "of the 1000 us of CPU a request costs in `full`" in text

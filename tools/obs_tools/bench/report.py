@@ -210,10 +210,53 @@ def markdown(result: dict, png_name: str) -> str:
                 f"| {fmt} | {m['lines']} | {m['samples']} | {m['ms_median']:.1f} | "
                 f"{m['ms_min']:.1f} |"
             )
+    lines += seed002_lines(result)
     lines.append("")
     if NOTES.exists():
         lines += [NOTES.read_text().rstrip(), ""]
     return "\n".join(lines)
+
+
+def seed002_lines(result: dict) -> list[str]:
+    """What seed 002's duplicate request series cost (run.seed002_cost), next to the CPU
+    per request of the `full` variant measured in the same run."""
+    cost = result.get("seed002_cost")
+    if not cost:
+        return []
+    with_them, without = cost["render_with"], cost["render_without"]
+    full = next((v for v in result["variants"] if v["name"] == "full"), None)
+    share = (
+        f", {100 * cost['seed002_updates_us'] / full['summary']['cpu_us_per_request']:.1f} % "
+        f"of the {full['summary']['cpu_us_per_request']:.0f} us of CPU a request costs in "
+        "`full` (frontend + backend, each updates them once)"
+        if full
+        else ""
+    )
+    return [
+        "",
+        "## What seed 002's metric names cost",
+        "",
+        "`http_requests_total` and `request_duration_seconds` (seed 002's names) count the "
+        "same requests as seed 000's `flask_requests_total` and "
+        "`flask_request_duration_seconds`, with the same labels. Measured in the same "
+        "process as the render above, side by side (tools/obs_tools/bench/run.py "
+        "seed002_cost):",
+        "",
+        "| | with them | without them | difference |",
+        "|---|---:|---:|---:|",
+        f"| samples in /metrics | {with_them['samples']} | {without['samples']} | "
+        f"+{with_them['samples'] - without['samples']} |",
+        f"| bytes of one scrape (text) | {with_them['bytes']} | {without['bytes']} | "
+        f"+{with_them['bytes'] - without['bytes']} |",
+        f"| ms to render /metrics (median) | {with_them['ms_median']:.1f} | "
+        f"{without['ms_median']:.1f} | +{with_them['ms_median'] - without['ms_median']:.1f} |",
+        "",
+        f"Per request, their two updates take {cost['seed002_updates_us']:.1f} us of the "
+        f"{cost['observe_request_us']:.1f} us that all request metrics take{share}. A "
+        "cluster that follows only seed 000's dashboards and alerts can drop them at scrape "
+        "time: `metric_relabel_configs: [{source_labels: [__name__], action: drop, regex: "
+        "'http_requests_total|request_duration_seconds_(bucket|count|sum|created)'}]`.",
+    ]
 
 
 def report(json_path: Path) -> None:

@@ -246,8 +246,9 @@ def measure(chain: Chain, seconds: float, connections: int, jaeger: ManagedProce
     }
 
 
-def metrics_render(repetitions: int = 30) -> dict:
-    """Time /metrics at a realistic series count: every route, method and error type seen."""
+def populated_app():
+    """The real frontend app, every route, method, status and error type seen once: the
+    series count a long-running service reaches. Returns (app, its Metrics)."""
     from opentelemetry.sdk.trace import TracerProvider
     from prometheus_client import CollectorRegistry
 
@@ -259,44 +260,92 @@ def metrics_render(repetitions: int = 30) -> dict:
         {"TESTING": True}, registry=CollectorRegistry(), tracer_provider=TracerProvider()
     )
     metrics = state_of(app).metrics
-    statuses = [
-        "200",
-        "201",
-        "400",
-        "404",
-        "405",
-        "413",
-        "502",
-        *map(str, SIMULATED_ERRORS.values()),
-    ]
+    statuses = ["200", "201", "400", "404", "405", "413", "502",
+                *map(str, SIMULATED_ERRORS.values())]  # fmt: skip
     endpoints = [rule.rule for rule in app.url_map.iter_rules()] + ["unmatched"]
-    methods = ["GET", "POST", "HEAD", "other"]
     for endpoint in endpoints:
-        for method in methods:
+        for method in ("GET", "POST", "HEAD", "other"):
             for status in dict.fromkeys(statuses):
                 metrics.observe_request(endpoint, method, int(status), 0.0123, "ab" * 16)
     for error_type in ERROR_TYPES:
         metrics.observe_error(error_type)
+    return app, metrics
+
+
+def render_cost(client, accept: str, repetitions: int) -> dict:
+    body = client.get("/metrics", headers={"Accept": accept}).get_data(as_text=True)
+    times = []
+    for _ in range(repetitions):
+        start = time.perf_counter()
+        client.get("/metrics", headers={"Accept": accept})
+        times.append(time.perf_counter() - start)
+    return {
+        "lines": len(body.splitlines()),
+        "bytes": len(body.encode()),
+        "samples": sum(1 for line in body.splitlines() if line and not line.startswith("#")),
+        "ms_median": 1000 * statistics.median(times),
+        "ms_min": 1000 * min(times),
+    }
+
+
+def metrics_render(repetitions: int = 30) -> dict:
+    """Time /metrics at a realistic series count, in both exposition formats."""
+    app, _ = populated_app()
     client = app.test_client()
-    result = {}
-    for label, accept in (
-        ("text", "text/plain"),
-        ("openmetrics", "application/openmetrics-text; version=1.0.0"),
-    ):
-        body = client.get("/metrics", headers={"Accept": accept}).get_data(as_text=True)
-        times = []
-        for _ in range(repetitions):
-            start = time.perf_counter()
-            client.get("/metrics", headers={"Accept": accept})
-            times.append(time.perf_counter() - start)
-        result[label] = {
-            "lines": len(body.splitlines()),
-            "samples": sum(1 for line in body.splitlines() if line and not line.startswith("#")),
-            "ms_median": 1000 * statistics.median(times),
-            "ms_min": 1000 * min(times),
-        }
+    result = {
+        label: render_cost(client, accept, repetitions)
+        for label, accept in (
+            ("text", "text/plain"),
+            ("openmetrics", "application/openmetrics-text; version=1.0.0"),
+        )
+    }
     app.extensions["backend_client"].close()
     return result
+
+
+def per_call_us(call, calls: int) -> float:
+    start = time.perf_counter()
+    for _ in range(calls):
+        call()
+    return 1e6 * (time.perf_counter() - start) / calls
+
+
+def seed002_cost(repetitions: int = 30, calls: int = 20000, rounds: int = 5) -> dict:
+    """What seed 002's request series (http_requests_total, request_duration_seconds,
+    duplicates of seed 000's flask_* pair) cost, side by side in one process: /metrics
+    with and without them (the two collectors unregistered), and per request the time of
+    their two updates (a labelled counter increment and a histogram observation with an
+    exemplar, what Metrics.observe_request does for them) next to the whole of it.
+    Alternated over `rounds` so that a drift of the machine's speed hits both."""
+    app, metrics = populated_app()
+    client = app.test_client()
+    seed002 = (metrics.http_requests_total, metrics.seed_request_duration)
+    counter = metrics.http_requests_total.labels("/items", "GET", "200")
+    histogram = metrics.seed_request_duration.labels("/items", "GET")
+    exemplar = {"trace_id": "ab" * 16}
+
+    def whole():
+        metrics.observe_request("/items", "GET", 200, 0.0123, "ab" * 16)
+
+    def seed002_updates():
+        counter.inc()
+        histogram.observe(0.0123, exemplar)
+
+    observe, extra = [], []
+    for _ in range(rounds):
+        observe.append(per_call_us(whole, calls))
+        extra.append(per_call_us(seed002_updates, calls))
+    with_them = render_cost(client, "text/plain", repetitions)
+    for collector in seed002:
+        metrics.registry.unregister(collector)
+    without = render_cost(client, "text/plain", repetitions)
+    app.extensions["backend_client"].close()
+    return {
+        "observe_request_us": statistics.median(observe),
+        "seed002_updates_us": statistics.median(extra),
+        "render_with": with_them,
+        "render_without": without,
+    }
 
 
 def versions() -> dict:
@@ -505,6 +554,7 @@ def run(out: Path) -> dict:
                 for c in chains
             ],
             "metrics_render": metrics_render(),
+            "seed002_cost": seed002_cost(),
         }
         add_paired_ratios(result)
     finally:
