@@ -71,6 +71,13 @@ VARIANTS = [
         {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"},
         otlp="jaeger",
     ),
+    # A public lever on the export cost (issue #18): four times fewer, larger exports.
+    Variant(
+        "full-bsp-2048",
+        "full, batches of 2048 spans (OTEL_BSP_MAX_EXPORT_BATCH_SIZE, queue 8192)",
+        {"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "2048", "OTEL_BSP_MAX_QUEUE_SIZE": "8192"},
+        otlp="jaeger",
+    ),
     Variant("full-otlp-refused", "full, OTLP endpoint refuses connections", {}, otlp="refused"),
     Variant(
         "full-otlp-blackhole",
