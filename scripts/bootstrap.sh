@@ -61,7 +61,7 @@ venv="$cache/venv-$py_id-$lock_id"
 # `make up`/`status`/`open`/`down` need only PyYAML: a venv of their own, keyed like the
 # dev venv, on any Python >= 3.10 (issue #21: Ubuntu 22.04 ships 3.10).
 deploy_lock="$repo/requirements/deploy.lock"
-deploy_venv="$cache/venv-deploy-$py_id-$(sha256sum "$deploy_lock" | cut -c1-12)"
+deploy_venv="$cache/venv-deploy-$py_id-$( (sha256sum "$deploy_lock" 2>/dev/null || true) | cut -c1-12)"
 checkov_lock="$repo/requirements/checkov.lock"
 # Keyed by the lock's hash, like the dev venv; absent until `make lock` has written the lock.
 checkov_venv="$cache/venv-checkov-$py_id-$( (sha256sum "$checkov_lock" 2>/dev/null || true) | cut -c1-12)"
@@ -102,7 +102,11 @@ as_root() {
 
 make_venv() {  # make_venv VENV LOCK [MINIMUM_MINOR_VERSION_OF_PYTHON_3]
   local target=$1 requirements=$2 minor=${3:-11}
-  if [[ -f "$target/.complete" ]]; then log "  venv up to date: $target"; return; fi
+  # An interpreter that went away (a pyenv patch release uninstalled) means a new venv.
+  if [[ -f "$target/.complete" ]] && "$target/bin/python" -c '' 2>/dev/null; then
+    log "  venv up to date: $target"
+    return
+  fi
   # Exit status, not assert: an AssertionError traceback before the message confused
   # Ubuntu 22.04 users (issue #21).
   "$python" -c "import sys; sys.exit(sys.version_info < (3, $minor))" \

@@ -4,7 +4,9 @@ the fix it stopped at once: "sha256sum: command not found"); a Python too old, o
 without venv support (Debian's and Ubuntu's python3 without python3-venv), gets one line
 naming what to install, not a traceback.
 
-Reads no environment variables (PATH is built by the test).
+Reads OBS_TEST_PYTHON39 and OBS_TEST_PYTHON310 (through tests/support/deploy_venv.py
+find_python; else pyenv's under HOME) and passes the rest of the environment on to
+bootstrap.sh with PYTHON, PYTHONPATH, PATH and OBS_STACK_CACHE set by each test.
 """
 
 from __future__ import annotations

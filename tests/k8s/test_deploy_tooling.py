@@ -607,48 +607,66 @@ def test_up_reruns_the_setup_job_before_the_apply_and_restarts_readers_after(mon
 # --- The deploy tool's own venv: stdlib and PyYAML only (requirements/deploy.lock) ----
 
 DEPLOY_LOCKED = {"yaml"}  # requirements/deploy.lock, beside setuptools/wheel (build only)
+# The stdlib of Python 3.10, the oldest the deploy tool runs on: 3.11's less what it added.
+STDLIB_310 = sys.stdlib_module_names - {"tomllib"}
 
 
-def imported_modules(path) -> set[str]:
-    """The top-level names a module imports (relative imports excluded)."""
+def module_file(module: str):
+    path = REPO / "tools" / module.replace(".", "/")
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+
+
+def imported_modules(module: str) -> set[str]:
+    """The absolute names a module imports, its relative imports resolved."""
     import ast
 
+    file = module_file(module)
+    package = module if file.name == "__init__.py" else module.rpartition(".")[0]
     names = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(ast.parse(file.read_text(), str(file))):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and not node.level:
             names.add(node.module)
+        elif isinstance(node, ast.ImportFrom):
+            base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1])
+            if node.module:
+                names.add(f"{base}.{node.module}")
+            else:  # from . import x: x may be a module of the package
+                names.update(f"{base}.{alias.name}" for alias in node.names)
     return names
 
 
-def deploy_tool_modules():
-    """obs_tools.deploy, what it imports of obs_tools, and so on: the code `make up` runs."""
-    seen, todo = set(), ["obs_tools.deploy"]
+def deploy_tool_modules() -> set[str]:
+    """Every obs_tools module `python -m obs_tools.deploy` can load: the package's own,
+    the packages above each, and whatever they import of obs_tools, transitively."""
+    todo = [
+        f"obs_tools.deploy.{f.stem}" for f in module_file("obs_tools.deploy").parent.glob("*.py")
+    ]
+    seen: set[str] = set()
     while todo:
         module = todo.pop()
-        if module in seen:
-            continue
+        if module in seen or not module_file(module).exists():
+            continue  # a name imported from a module, not a module itself
         seen.add(module)
-        path = REPO / "tools" / module.replace(".", "/")
-        files = sorted(path.glob("*.py")) if path.is_dir() else [path.with_suffix(".py")]
-        for file in files:
-            todo += [m for m in imported_modules(file) if m.startswith("obs_tools.")]
+        parts = module.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]
+        todo += [m for m in imported_modules(module) if m.startswith("obs_tools")]
     return seen
 
 
 def test_the_deploy_tool_imports_only_the_stdlib_and_pyyaml():
-    """`make up` runs in a venv with PyYAML alone (issue #21): an import of anything else
-    (httpx, say) would pass every test in the dev venv and fail on a learner's laptop.
-    tests/k8s/test_rollout.py runs the tool in that venv on Python 3.10."""
+    """`make up` runs in a venv with PyYAML alone on Python >= 3.10 (issue #21): an
+    import of anything else (httpx, tomllib) would pass every test in the dev venv and
+    fail on a learner's laptop. test_rollout.py runs the tool in that venv on 3.10."""
+    modules = deploy_tool_modules()
+    assert {"obs_tools", "obs_tools.common", "obs_tools.common.wait"} <= modules
     outside = {}
-    for module in deploy_tool_modules():
-        path = REPO / "tools" / module.replace(".", "/")
-        for file in sorted(path.glob("*.py")) if path.is_dir() else [path.with_suffix(".py")]:
-            for name in imported_modules(file):
-                top = name.split(".")[0]
-                if top not in sys.stdlib_module_names | DEPLOY_LOCKED | {"obs_tools"}:
-                    outside.setdefault(str(file.relative_to(REPO)), set()).add(name)
+    for module in sorted(modules):
+        for name in imported_modules(module):
+            top = name.split(".")[0]
+            if top not in STDLIB_310 | DEPLOY_LOCKED | {"obs_tools", "__future__"}:
+                outside.setdefault(module, set()).add(name)
     assert not outside, f"the deploy tool imports what requirements/deploy.lock lacks: {outside}"
     locked = {
         line.split("==")[0] for line in (REPO / "requirements" / "deploy.lock").read_text().split()

@@ -393,7 +393,7 @@ def test_a_ui_that_does_not_forward_is_skipped_with_kubectls_error(tmp_path):
     out = run.text()
     assert (
         "warning: port-forward to Grafana exited 1: Error from server (NotFound): services "
-        '"grafana" not found; Grafana is not forwarded'
+        '"grafana" not found; Grafana is not forwarded (once its pod runs, run make open again)'
     ) in out
     assert f"http://127.0.0.1:{ports['grafana']}/" not in out
     assert f"http://127.0.0.1:{ports['jaeger']}/" in out

@@ -16,7 +16,9 @@ What kwok cannot show, shown here (tests/support/real_node.py):
   the kubelet's emptyDir (root:1000, mode 2777 with fsGroup 1000) as uid 1000, while
   the command the audit found (`cp -a .../config/. /config/`) fails there.
 
-Reads CI through the fixtures (tests/k8s/conftest.py): no skip with CI=true.
+Reads CI through the fixtures (tests/k8s/conftest.py): no skip with CI=true; `make
+open` runs in the deploy tool's venv on Python 3.10 (tests/support/deploy_venv.py reads
+OBS_TEST_PYTHON310).
 """
 
 from __future__ import annotations
@@ -343,7 +345,7 @@ def test_open_forwards_to_real_pods_and_brings_back_the_one_whose_pod_was_replac
     assert "Jaeger: forwarding again" not in out, out
     for ui in UIS:
         if ui.service not in ("frontend", "jaeger"):
-            assert f'services "{ui.service}" not found; {ui.title} is not forwarded' in out, out
+            assert f'services "{ui.service}" not found; {ui.title} is not forwarded (' in out, out
 
 
 def test_crash_makes_the_kubelet_restart_the_backend_until_crashloopbackoff(apps: KubeCluster):

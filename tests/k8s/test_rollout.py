@@ -7,7 +7,9 @@ bounded time, naming the component and showing its events.
 
 kwok runs no containers (see tests/support/kube_cluster.py): this proves the objects, the
 admission (Pod Security), the controllers, the scheduling and our waiting logic, not the
-applications. Reads CI (a missing binary is then a failure, not a skip).
+applications. `obs-deploy` runs in its own venv on Python 3.10 (tests/support/deploy_venv.py).
+Reads CI (a missing binary is then a failure, not a skip), and through deploy_venv
+OBS_TEST_PYTHON310 and OBS_STACK_CACHE.
 """
 
 from __future__ import annotations
@@ -374,7 +376,7 @@ def minikube_cli(cluster: KubeCluster, env: dict[str, str], *args: str):
     """`make up`'s default path (no --skip-minikube): the profile is named after the
     fixture's kubectl context, which is the context Minikube would have created."""
     environ = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig), **env}
-    argv = [sys.executable, "-m", "obs_tools.deploy", *args, "--profile=obs-test",
+    argv = [deploy_python(), "-m", "obs_tools.deploy", *args, "--profile=obs-test",
             "--kubectl", str(k8s_binary("kubectl"))]  # fmt: skip
     return subprocess.run(
         argv, capture_output=True, text=True, env=environ, cwd=REPO, timeout=COMMAND_TIMEOUT

@@ -3,8 +3,9 @@ requirements/deploy.lock, PyYAML only), built on the oldest Python it supports, 
 the tests which run `obs-deploy` against the real control plane prove that `make up`,
 `status` and `down` need nothing more (issue #21: Ubuntu 22.04 ships Python 3.10).
 
-Reads OBS_TEST_PYTHON310 (a Python 3.10 to use; else python3.10 on PATH, else pyenv's),
-OBS_STACK_CACHE through bootstrap.sh, and CI (a missing Python 3.10 then fails).
+Reads OBS_TEST_PYTHON3<minor> (OBS_TEST_PYTHON310: the Python 3.10 to use; else
+python3.10 on PATH, else pyenv's under HOME), OBS_STACK_CACHE through bootstrap.sh, and
+CI (a missing Python 3.10 then fails). Needs PyPI the first time (bootstrap.sh deploy).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def python_version(candidate: str) -> tuple[int, int] | None:
             [candidate, "-c", "import sys; print(*sys.version_info[:2])"],
             capture_output=True, text=True, timeout=30,
         )  # fmt: skip
-    except OSError:
+    except (OSError, subprocess.TimeoutExpired):
         return None
     # A pyenv shim on PATH may exist and still fail: it needs `pyenv global`.
     return tuple(map(int, probe.stdout.split())) if probe.returncode == 0 else None
@@ -65,4 +66,13 @@ def deploy_python() -> str:
         ["bash", str(BOOTSTRAP), "--print-deploy-venv"], capture_output=True, text=True,
         env=env, check=True, timeout=60,
     ).stdout.strip()  # fmt: skip
-    return str(Path(venv) / "bin" / "python")
+    python = str(Path(venv) / "bin" / "python")
+    # The venv is shared by the checkouts that use the same cache, and its editable
+    # install follows the last one that ran bootstrap: it must be this one.
+    where = subprocess.run(
+        [python, "-c", "import obs_tools; print(obs_tools.__file__)"],
+        capture_output=True, text=True, timeout=60,
+    ).stdout.strip()  # fmt: skip
+    if not where.startswith(str(REPO / "tools")):
+        raise AssertionError(f"the deploy venv {venv} runs obs_tools from {where}, not {REPO}")
+    return python

@@ -155,7 +155,10 @@ def listening_forwards(forwards: list[Forward]) -> list[Forward]:
         except DeployError as exc:
             stop([forward])
             failures.append(str(exc))
-            say(f"warning: {exc}; {forward.ui.title} is not forwarded")
+            say(
+                f"warning: {exc}; {forward.ui.title} is not forwarded (once its pod runs, "
+                "run make open again)"
+            )
         else:
             ready.append(forward)
     if not ready:
