@@ -60,7 +60,7 @@ test: bootstrap bootstrap-images bootstrap-k8s bootstrap-browser lint ## Every t
 test-e2e: bootstrap bootstrap-k8s ## Only the end-to-end tests against the real backends (the crash-loop ones need the control plane)
 	CI=$${CI:-} $(PYTEST) -m e2e tests
 
-bench: ## Telemetry cost vs the bare app (wrk, real Jaeger): docs/benchmarks.{json,md,png}; ~13 min
+bench: ## Telemetry cost vs the bare app (wrk, real Jaeger): docs/benchmarks.{json,md,png}; ~16 min
 	scripts/bootstrap.sh bench
 	$(VENV)/bin/obs-bench all docs/benchmarks.json
 
