@@ -43,7 +43,6 @@ import sys
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 import httpx
 import pytest
@@ -57,6 +56,7 @@ from tests.k8s.conftest import require_k8s_binaries
 from tests.support import views
 from tests.support.kube_cluster import CONTROL_PLANE, KubeCluster
 from tests.support.polling import GiveUp, free_port, poll_until
+from tests.support.rig import ProcessRig
 
 pytestmark = [pytest.mark.validate, pytest.mark.e2e]
 
@@ -76,13 +76,9 @@ def now_rfc3339() -> str:
 
 
 @dataclass
-class CrashLoopRig:
+class CrashLoopRig(ProcessRig):
     """The processes of the test and how to reach them; stop() stops each by PID."""
 
-    workdir: Path
-    cluster: KubeCluster
-    ports: dict[str, int] = field(default_factory=dict)
-    processes: dict[str, ManagedProcess] = field(default_factory=dict)
     pod: str = ""
     pod_ip: str = ""
     ksm_pod: str = ""
@@ -96,25 +92,13 @@ class CrashLoopRig:
     def mark(self, milestone: str) -> None:
         self.timeline[milestone] = round(time.monotonic() - self.started, 1)
 
-    @property
-    def logs(self) -> Path:
-        return self.workdir / "logs"
-
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.ports[name]}"
-
-    def spawn(self, name: str, argv: list[str], **options) -> ManagedProcess:
-        process = ManagedProcess(name, argv, self.logs, **options)
-        self.processes[name] = process
-        return process
-
     def context(self, *names: str) -> str:
         """The last log lines of the named components (ours and the cluster's), and
         Prometheus' view of its targets when Prometheus is named."""
-        ours = [self.processes[n].describe_failure() for n in names if n in self.processes]
         theirs = [n for n in names if n in self.cluster.processes]
         targets = [self.targets()] if "prometheus" in names else []
-        return "\n".join([*targets, *ours, self.cluster.failure_context(*theirs) if theirs else ""])
+        return "\n".join([*targets, super().context(*names),
+                          self.cluster.failure_context(*theirs) if theirs else ""])  # fmt: skip
 
     def targets(self) -> str:
         """One line per active target, and how many discovered ones relabelling dropped."""
@@ -129,11 +113,6 @@ class CrashLoopRig:
         ]
         dropped = len(data["data"]["droppedTargets"])
         return "\n".join(["Prometheus active targets:", *lines, f"  ({dropped} dropped)"])
-
-    def stop(self) -> None:
-        for process in reversed(list(self.processes.values())):
-            process.stop()
-        self.processes.clear()
 
     # --- Prometheus and Alertmanager APIs ----------------------------------------------
 

@@ -78,6 +78,7 @@ from tests.k8s.render import dump, load
 from tests.support.kube_cluster import BOOTSTRAP_HINT, KubeCluster
 from tests.support.polling import PollTimeout, free_port, poll_until
 from tests.support.requirements import unavailable
+from tests.support.rig import ProcessRig
 
 pytestmark = [pytest.mark.validate]
 
@@ -400,28 +401,8 @@ def config_problems(output: Generated, jobs: set[str], groups: set[str]) -> list
 
 
 @dataclass
-class Rig:
-    cluster: KubeCluster
-    workdir: Path
-    docs: list[dict]
-    ports: dict[str, int] = field(default_factory=dict)
-    processes: dict[str, ManagedProcess] = field(default_factory=dict)
-
-    @property
-    def logs(self) -> Path:
-        return self.workdir / "logs"
-
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.ports[name]}"
-
-    def spawn(self, name: str, argv: list[str], **options) -> ManagedProcess:
-        process = ManagedProcess(name, argv, self.logs, **options)
-        self.processes[name] = process
-        return process
-
-    def context(self, *names: str) -> str:
-        ours = [self.processes[n].describe_failure() for n in names if n in self.processes]
-        return "\n".join(ours)
+class Rig(ProcessRig):
+    docs: list[dict] = field(default_factory=list)
 
     def apply(self, docs: list[dict]) -> None:
         self.cluster.kubectl(
@@ -459,11 +440,6 @@ class Rig:
                 self.context("prometheus-operator"),
             ]
         )
-
-    def stop(self) -> None:
-        for process in reversed(list(self.processes.values())):
-            process.stop()
-        self.processes.clear()
 
 
 def operator_argv(rig: Rig) -> list[str]:
@@ -546,7 +522,7 @@ def rig(kube_cluster, applied, tmp_path_factory) -> Iterator[Rig]:
     require_operator()
     cluster = require_applied(applied)
     workdir = tmp_path_factory.mktemp("kube-prometheus-stack")
-    rig = Rig(cluster, workdir, overlay_docs(cluster))
+    rig = Rig(workdir, cluster, docs=overlay_docs(cluster))
     rig.logs.mkdir(parents=True, exist_ok=True)
     for name in ("operator", *SERVICES, "prometheus"):
         rig.ports[name] = free_port()
