@@ -73,13 +73,20 @@ class FluentBit:
             self.process.stop()
 
     def metric(self, name: str) -> float:
-        """The sum of one counter over every plugin instance (Prometheus text format)."""
+        """The sum of one counter over every plugin instance (Prometheus text format).
+
+        Fluent Bit ends each sample with a timestamp (`name{name="es.0"} 0 1796523553391`):
+        the value is the first field after the labels, not the last of the line (taking
+        the last summed timestamps, so any "> 0" check passed whatever the counter).
+        """
         text = httpx.get(f"{self.url}/api/v1/metrics/prometheus", timeout=5).text
-        return sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line.startswith(name + "{") or line.startswith(name + " ")
-        )
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(name + "{"):
+                total += float(line.rsplit("}", 1)[1].split()[0])
+            elif line.startswith(name + " "):
+                total += float(line.split()[1])
+        return total
 
     def failure_context(self) -> str:
         return self.process.describe_failure() if self.process else f"{self.name}: not started"
