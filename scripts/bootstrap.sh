@@ -287,15 +287,8 @@ install_jaeger() {
   if [[ -x "$binary" ]]; then log "  $binary present"; return; fi
   command -v go >/dev/null || die "Go is needed to build Jaeger (go >= 1.24)"
   install_jaeger_ui
-  mkdir -p "$cache/bin" "$cache/logs"
-  export GOMODCACHE="$cache/gomod" GOCACHE="$cache/gocache" GOTOOLCHAIN=local GOFLAGS=-modcacherw
-  local module work="$cache/build/jaeger-$JAEGER_MODULE_VERSION" log="$cache/logs/jaeger.build.log"
-  module=$(go mod download -json "github.com/jaegertracing/jaeger@$JAEGER_MODULE_VERSION" \
-        | "$python" -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
-  rm -rf "$work"
-  mkdir -p "$(dirname "$work")"
-  cp -r "$module" "$work"
-  chmod -R u+w "$work"
+  local work="$cache/build/jaeger-$JAEGER_MODULE_VERSION" log="$cache/logs/jaeger.build.log"
+  copy_jaeger_module "$work"
   local actual="$work/cmd/query/app/ui/actual"
   rm -rf "$actual"
   mkdir -p "$actual"
@@ -305,6 +298,39 @@ install_jaeger() {
   log "  go build ./cmd/jaeger (Jaeger $JAEGER_RELEASE, module $JAEGER_MODULE_VERSION, UI $JAEGER_UI_VERSION embedded; 3-6 min cold; log: $log)"
   (cd "$work" && nice -n 10 go build -trimpath -o "$binary.tmp" ./cmd/jaeger) >"$log" 2>&1 \
     || { tail -n 30 "$log" >&2; die "go build of Jaeger failed (full log: $log)"; }
+  mv "$binary.tmp" "$binary"
+  rm -rf "$work"
+  log "  built $binary ($((SECONDS - start)) s)"
+}
+
+# copy_jaeger_module WORK: a writable copy of Jaeger's Go module at WORK, to build its
+# commands in (`go install pkg@version` refuses the module: its go.mod has a replace
+# directive). Sets the Go caches under OBS_STACK_CACHE for the build that follows.
+copy_jaeger_module() {
+  mkdir -p "$cache/bin" "$cache/logs"
+  export GOMODCACHE="$cache/gomod" GOCACHE="$cache/gocache" GOTOOLCHAIN=local GOFLAGS=-modcacherw
+  local module
+  module=$(go mod download -json "github.com/jaegertracing/jaeger@$JAEGER_MODULE_VERSION" \
+        | "$python" -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+  rm -rf "$1"
+  mkdir -p "$(dirname "$1")"
+  cp -r "$module" "$1"
+  chmod -R u+w "$1"
+}
+
+# Jaeger's es-index-cleaner (cmd/es-index-cleaner of the same module): deletes the
+# daily jaeger-* indices older than N days, since Jaeger itself deletes nothing. The
+# Kubernetes CronJob runs the upstream image of this command; the tests run this build.
+install_jaeger_es_index_cleaner() {
+  local binary="$cache/bin/jaeger-es-index-cleaner-$JAEGER_MODULE_VERSION" start=$SECONDS
+  if [[ -x "$binary" ]]; then log "  $binary present"; return; fi
+  command -v go >/dev/null || die "Go is needed to build Jaeger's es-index-cleaner (go >= 1.24)"
+  local work="$cache/build/jaeger-es-index-cleaner-$JAEGER_MODULE_VERSION"
+  local log="$cache/logs/jaeger-es-index-cleaner.build.log"
+  copy_jaeger_module "$work"
+  log "  go build ./cmd/es-index-cleaner (module $JAEGER_MODULE_VERSION; 1-4 min cold; log: $log)"
+  (cd "$work" && nice -n 10 go build -trimpath -o "$binary.tmp" ./cmd/es-index-cleaner) >"$log" 2>&1 \
+    || { tail -n 30 "$log" >&2; die "go build of es-index-cleaner failed (full log: $log)"; }
   mv "$binary.tmp" "$binary"
   rm -rf "$work"
   log "  built $binary ($((SECONDS - start)) s)"
@@ -905,6 +931,7 @@ if [[ "$what" == all || "$what" == bench ]]; then
   step "prometheus, alertmanager, elasticsearch exporter (Debian)" install_prometheus
   step "alertmanager web UI $ALERTMANAGER_UI_VERSION (from its Go module)" install_alertmanager_ui
   step "jaeger $JAEGER_RELEASE with its UI $JAEGER_UI_VERSION (npm + go build, from source)" install_jaeger
+  step "jaeger es-index-cleaner $JAEGER_MODULE_VERSION (go build, from source)" install_jaeger_es_index_cleaner
   step "fluent-bit $FLUENT_BIT_VERSION (cmake, from source)" install_fluent_bit
   step "elasticsearch $ELASTICSEARCH_VERSION (Maven Central)" install_elasticsearch
 fi

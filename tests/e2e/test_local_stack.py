@@ -10,7 +10,6 @@ from __future__ import annotations
 import html
 import json
 import math
-import secrets
 import time
 
 import httpx
@@ -20,6 +19,7 @@ from obs_tools.localstack.mailcatcher import read_messages
 from obs_tools.views import links
 
 from tests.support.polling import poll_until
+from tests.support.traces import jaeger_trace, services_of, traced_get
 from tests.support.views import mapped_types
 
 pytestmark = pytest.mark.e2e
@@ -40,29 +40,11 @@ COURSE_PROMQL = [
 CRASHES = 3
 
 
-def traced_get(url: str) -> tuple[str, httpx.Response]:
-    trace_id = secrets.token_hex(16)
-    header = f"00-{trace_id}-{secrets.token_hex(8)}-01"
-    return trace_id, httpx.get(url, headers={"traceparent": header}, timeout=15)
-
-
-def jaeger_trace(local_stack, trace_id: str) -> dict | None:
-    response = httpx.get(f"{local_stack.url('jaeger_query')}/api/traces/{trace_id}", timeout=10)
-    if response.status_code != 200:
-        return None
-    data = response.json().get("data") or []
-    return data[0] if data else None
-
-
-def services_of(trace: dict) -> set[str]:
-    return {trace["processes"][s["processID"]]["serviceName"] for s in trace["spans"]}
-
-
 def wait_for_trace(local_stack, trace_id: str) -> dict:
     """The trace once Jaeger holds spans of both services for it."""
     return poll_until(
         lambda: (
-            (t := jaeger_trace(local_stack, trace_id))
+            (t := jaeger_trace(local_stack.url("jaeger_query"), trace_id))
             and services_of(t) == {"frontend", "backend"}
             and t
         ),
@@ -219,8 +201,9 @@ def test_exemplars_link_metrics_to_jaeger_traces(local_stack):
     trace_ids = poll_until(
         exemplar_trace_ids, "exemplars with trace ids in Prometheus", timeout=90, interval=2
     )
+    query = local_stack.url("jaeger_query")
     found = poll_until(
-        lambda: next((t for t in sorted(trace_ids) if jaeger_trace(local_stack, t)), None),
+        lambda: next((t for t in sorted(trace_ids) if jaeger_trace(query, t)), None),
         "one exemplar's trace in Jaeger",
         timeout=60,
     )

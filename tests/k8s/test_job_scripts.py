@@ -52,7 +52,11 @@ SETUP_ENV = {
     "GRAFANA_PASSWORD": 'gra"fana-pw',
     "FLUENT_BIT_PASSWORD": "fluent-pw",
     "INDEX_TEMPLATE": str(REPO / "fluent-bit" / "index-template.json"),
+    "JAEGER_PASSWORD": "jaeger-pw",
+    "JAEGER_INDEX_CLEANER_PASSWORD": "cleaner-pw",
+    "JAEGER_FILES": str(REPO / "jaeger" / "elasticsearch"),
 }
+JAEGER_FILES = REPO / "jaeger" / "elasticsearch"
 
 
 def es_ok(method, path, body):
@@ -72,6 +76,12 @@ def test_setup_creates_users_roles_and_the_template_as_elastic():
         ("PUT", "/_security/role/obs_fluent_bit"),
         ("PUT", "/_security/user/fluent-bit"),
         ("PUT", "/_index_template/obs-logs"),
+        ("PUT", "/_index_template/jaeger-span"),
+        ("PUT", "/_index_template/jaeger-service"),
+        ("PUT", "/_security/role/obs_jaeger"),
+        ("PUT", "/_security/user/jaeger"),
+        ("PUT", "/_security/role/obs_jaeger_index_cleaner"),
+        ("PUT", "/_security/user/jaeger-index-cleaner"),
     ]
     assert all(
         r["headers"]["Authorization"] == basic("elastic", ELASTIC_PASSWORD) for r in es.requests
@@ -96,6 +106,19 @@ def test_setup_creates_users_roles_and_the_template_as_elastic():
     assert bodies[4]["password"] == "fluent-pw" and bodies[4]["roles"] == ["obs_fluent_bit"]
     # The very file the local stack installs.
     assert bodies[5] == json.loads((REPO / "fluent-bit" / "index-template.json").read_text())
+    # Jaeger's templates and roles: the files the local stack installs too.
+    for body, name in zip(
+        bodies[6:9], ["jaeger-span", "jaeger-service", "role-jaeger"], strict=True
+    ):
+        assert body == json.loads((JAEGER_FILES / f"{name}.json").read_text())
+    assert bodies[9] == {
+        "password": "jaeger-pw",
+        "roles": ["obs_jaeger"],
+        "full_name": "Jaeger (writes and reads jaeger-*)",
+    }
+    assert bodies[10] == json.loads((JAEGER_FILES / "role-jaeger-index-cleaner.json").read_text())
+    assert bodies[11]["password"] == "cleaner-pw"
+    assert bodies[11]["roles"] == ["obs_jaeger_index_cleaner"]
     assert "kibana-pw" not in result.stdout + result.stderr
 
 

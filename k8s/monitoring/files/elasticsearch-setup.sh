@@ -9,15 +9,22 @@
 #     datasource) and monitor the cluster (elasticsearch-exporter);
 #   - role obs_fluent_bit and user fluent-bit: write to obs-logs-* only;
 #   - the index template obs-logs, from fluent-bit/index-template.json (the file the
-#     local stack installs), so the mapping exists before the first log line.
+#     local stack installs), so the mapping exists before the first log line;
+#   - for Jaeger, from the files of jaeger/elasticsearch/ (the local stack installs the
+#     same): the index templates jaeger-span and jaeger-service (Jaeger runs with
+#     create_mappings false, so it needs no cluster privilege), role obs_jaeger and user
+#     jaeger (create, write and read jaeger-* indices), role obs_jaeger_index_cleaner and
+#     user jaeger-index-cleaner (list and delete them: the CronJob that keeps 7 days).
 # Reads: ES_URL, ELASTIC_PASSWORD, KIBANA_SYSTEM_PASSWORD, GRAFANA_PASSWORD,
-# FLUENT_BIT_PASSWORD, INDEX_TEMPLATE (file), WAIT_SECONDS (default 600).
+# FLUENT_BIT_PASSWORD, JAEGER_PASSWORD, JAEGER_INDEX_CLEANER_PASSWORD, INDEX_TEMPLATE
+# (file), JAEGER_FILES (folder), WAIT_SECONDS (default 600).
 # Passwords never appear on a command line: curl reads the credentials from a file
 # descriptor and request bodies from standard input.
 set -euo pipefail
 
 : "${ES_URL:?}" "${ELASTIC_PASSWORD:?}" "${KIBANA_SYSTEM_PASSWORD:?}"
 : "${GRAFANA_PASSWORD:?}" "${FLUENT_BIT_PASSWORD:?}" "${INDEX_TEMPLATE:?}"
+: "${JAEGER_PASSWORD:?}" "${JAEGER_INDEX_CLEANER_PASSWORD:?}" "${JAEGER_FILES:?}"
 WAIT_SECONDS=${WAIT_SECONDS:-600}
 RESPONSE=$(mktemp)
 
@@ -94,4 +101,17 @@ must PUT /_security/user/fluent-bit "user fluent-bit" <(printf '{"password": %s,
   "$(json_string "$FLUENT_BIT_PASSWORD")")
 
 must PUT /_index_template/obs-logs "index template obs-logs" "$INDEX_TEMPLATE"
+
+# Templates before the user: Jaeger's first span must not create an index with guessed
+# field types.
+must PUT /_index_template/jaeger-span "index template jaeger-span" "$JAEGER_FILES/jaeger-span.json"
+must PUT /_index_template/jaeger-service "index template jaeger-service" \
+  "$JAEGER_FILES/jaeger-service.json"
+must PUT /_security/role/obs_jaeger "role obs_jaeger" "$JAEGER_FILES/role-jaeger.json"
+must PUT /_security/user/jaeger "user jaeger" <(printf '{"password": %s, "roles": ["obs_jaeger"], "full_name": "Jaeger (writes and reads jaeger-*)"}' \
+  "$(json_string "$JAEGER_PASSWORD")")
+must PUT /_security/role/obs_jaeger_index_cleaner "role obs_jaeger_index_cleaner" \
+  "$JAEGER_FILES/role-jaeger-index-cleaner.json"
+must PUT /_security/user/jaeger-index-cleaner "user jaeger-index-cleaner" <(printf '{"password": %s, "roles": ["obs_jaeger_index_cleaner"], "full_name": "Jaeger es-index-cleaner (deletes old jaeger-* indices)"}' \
+  "$(json_string "$JAEGER_INDEX_CLEANER_PASSWORD")")
 echo "elasticsearch-setup: done"

@@ -37,6 +37,11 @@ def jaeger_binary() -> Path:
     return cache_dir() / "bin" / name
 
 
+def jaeger_es_index_cleaner_binary() -> Path:
+    """Jaeger's es-index-cleaner, built from the same module by the bootstrap."""
+    return cache_dir() / "bin" / f"jaeger-es-index-cleaner-{VERSIONS['JAEGER_MODULE_VERSION']}"
+
+
 def alertmanager_ui_dir() -> Path:
     """The web UI of Debian's Alertmanager release, unpacked by `scripts/bootstrap.sh all`."""
     return cache_dir() / f"alertmanager-ui-{VERSIONS['ALERTMANAGER_UI_VERSION']}"

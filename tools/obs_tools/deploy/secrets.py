@@ -87,6 +87,35 @@ SECRETS = (
             Key("kibana-system-password", "KIBANA_SYSTEM_PASSWORD"),
             Key("grafana-password", "ELASTICSEARCH_GRAFANA_PASSWORD"),
             Key("fluent-bit-password", "ELASTICSEARCH_FLUENT_BIT_PASSWORD"),
+            Key("jaeger-password", "ELASTICSEARCH_JAEGER_PASSWORD"),
+            Key("jaeger-index-cleaner-password", "ELASTICSEARCH_JAEGER_INDEX_CLEANER_PASSWORD"),
+        ),
+    ),
+    SecretSpec(
+        "obs-monitoring",
+        "jaeger-elasticsearch",
+        (
+            # Jaeger's own Elasticsearch user (create, write, read jaeger-*), mounted as
+            # the file that jaeger/config.yaml reads: Jaeger watches it.
+            Key(
+                "password",
+                same_as=("obs-monitoring", "elasticsearch-credentials", "jaeger-password"),
+            ),
+        ),
+    ),
+    SecretSpec(
+        "obs-monitoring",
+        "jaeger-es-index-cleaner",
+        (
+            # The CronJob's user: lists and deletes old jaeger-* indices, nothing else.
+            Key(
+                "password",
+                same_as=(
+                    "obs-monitoring",
+                    "elasticsearch-credentials",
+                    "jaeger-index-cleaner-password",
+                ),
+            ),
         ),
     ),
     SecretSpec(
@@ -210,7 +239,10 @@ def ensure_secrets(
 def pod_secret_refs(doc: dict, optional: bool = False) -> set[tuple[str, str | None]]:
     """(secret, key or None for the whole Secret) that a workload's pods read:
     secretKeyRef, envFrom secretRef and secret volumes (optional ones only if asked)."""
-    pod = ((((doc or {}).get("spec") or {}).get("template") or {}).get("spec")) or {}
+    spec = (doc or {}).get("spec") or {}
+    if doc and doc.get("kind") == "CronJob":
+        spec = (spec.get("jobTemplate") or {}).get("spec") or {}
+    pod = (spec.get("template") or {}).get("spec") or {}
     found: set[tuple[str, str | None]] = set()
     for container in (pod.get("containers") or []) + (pod.get("initContainers") or []):
         for env in container.get("env") or []:

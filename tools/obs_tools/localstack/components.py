@@ -158,6 +158,10 @@ class LocalStack:
     def es_auth(self) -> tuple[str, str]:
         return ES_USER, self.es_password()
 
+    def client_password_file(self, user: str) -> Path:
+        """The password of one of Elasticsearch's client users (elastic.CLIENT_USERS)."""
+        return self.secrets_dir / f"elasticsearch-{user}-password"
+
     # -- programs ----------------------------------------------------------------
 
     def services(self) -> list[Program]:
@@ -248,8 +252,14 @@ class LocalStack:
                     # The UI config (link patterns to Kibana): the query extension reads
                     # and validates it at start, and injects it into the UI's page.
                     "JAEGER_UI_CONFIG": str(REPO / "jaeger" / "ui-config.json"),
+                    "JAEGER_ES_URL": self.url("elasticsearch"),
+                    "JAEGER_ES_PASSWORD_FILE": str(self.client_password_file("jaeger")),
                 },
                 ready=http_ok(f"{self.url('jaeger_health')}/status"),
+                # Started by runner.start once Elasticsearch has Jaeger's index
+                # templates: a span stored before would create the day's index with
+                # field types guessed from that span.
+                autostart=False,
                 priority=100,
             ),
             Program(

@@ -1,8 +1,13 @@
-"""Elasticsearch for the local stack: per-run config with a generated password, and the
-project's index template.
+"""Elasticsearch for the local stack: per-run config with generated passwords, the
+project's index templates, and the users of its clients.
 
-Reads OBS_ES_HEAP through components.py. The password is generated for each run and
-kept in <run dir>/secrets (mode 0600); it is never written to the repository.
+Reads OBS_ES_HEAP through components.py. The passwords are generated for each run and
+kept in <run dir>/secrets (mode 0600); they are never written to the repository.
+
+Users and roles are the file realm's (config/users, config/roles.yml): the Maven zip
+that the bootstrap installs lacks the analysis module that the native realm's
+.security index needs, so the setup Job's PUT /_security/... cannot run here. The roles
+are the same files the setup Job installs (jaeger/elasticsearch/role-*.json).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 import httpx
+import yaml
 
 from ..common.versions import REPO, elasticsearch_home
 from .components import ES_SYSTEM_USER, ES_USER, LocalStack
@@ -24,6 +30,21 @@ from .components import ES_SYSTEM_USER, ES_USER, LocalStack
 TEMPLATE_NAME = "obs-logs"
 TEMPLATE_FILE = REPO / "fluent-bit" / "index-template.json"
 INDEX_PREFIX = "obs-logs-"
+JAEGER_FILES = REPO / "jaeger" / "elasticsearch"
+# name -> file, in the order they must be installed (before Jaeger's first span).
+TEMPLATES = {
+    TEMPLATE_NAME: TEMPLATE_FILE,
+    "jaeger-span": JAEGER_FILES / "jaeger-span.json",
+    "jaeger-service": JAEGER_FILES / "jaeger-service.json",
+}
+# user -> role (file under jaeger/elasticsearch/), as the setup Job creates them.
+CLIENT_USERS = {
+    "jaeger": ("obs_jaeger", JAEGER_FILES / "role-jaeger.json"),
+    "jaeger-index-cleaner": (
+        "obs_jaeger_index_cleaner",
+        JAEGER_FILES / "role-jaeger-index-cleaner.json",
+    ),
+}
 
 
 def _settings(stack: LocalStack, state: Path) -> str:
@@ -75,11 +96,7 @@ def prepare(stack: LocalStack) -> None:
         config.write("\n# Written by tools/obs_tools/localstack/elastic.py for this run.\n")
         config.write(_settings(stack, state))
 
-    password = secrets.token_urlsafe(24)
-    stack.es_password_file.parent.mkdir(parents=True, exist_ok=True)
-    stack.es_password_file.touch(mode=0o600)
-    stack.es_password_file.write_text(password + "\n")
-
+    _write_roles(state / "config" / "roles.yml")
     if as_root:
         account = pwd.getpwnam(ES_SYSTEM_USER)
         os.chmod(state, 0o755)
@@ -87,22 +104,45 @@ def prepare(stack: LocalStack) -> None:
             os.chown(root, account.pw_uid, account.pw_gid)
             for name in files:
                 os.chown(os.path.join(root, name), account.pw_uid, account.pw_gid)
-    # The file realm user, written into this run's config dir.
+    _add_user(stack, ES_USER, "superuser", stack.es_password_file)
+    for user, (role, _file) in CLIENT_USERS.items():
+        _add_user(stack, user, role, stack.client_password_file(user))
+
+
+def _write_roles(path: Path) -> None:
+    """The clients' roles in the file realm's roles.yml. Block style, each role at the
+    start of a line: Elasticsearch splits the file into roles by its lines, and skips
+    (with an error in its log) a role written as one JSON object."""
+    roles = {role: json.loads(file.read_text()) for role, file in CLIENT_USERS.values()}
+    with open(path, "a") as out:
+        out.write("\n# Written by tools/obs_tools/localstack/elastic.py for this run.\n")
+        out.write(yaml.safe_dump(roles, default_flow_style=False, sort_keys=False))
+
+
+def _add_user(stack: LocalStack, user: str, role: str, password_file: Path) -> None:
+    """A file realm user with a new password, kept in `password_file` (mode 0600)."""
+    password = secrets.token_urlsafe(24)
+    password_file.parent.mkdir(parents=True, exist_ok=True)
+    password_file.touch(mode=0o600)
+    password_file.write_text(password + "\n")
+    home = elasticsearch_home()
     command = [
         str(home / "bin" / "elasticsearch-users"),
         "useradd",
-        ES_USER,
+        user,
         "-p",
         password,
         "-r",
-        "superuser",
+        role,
     ]
-    if as_root:
+    if os.geteuid() == 0:
         command = ["runuser", "-u", ES_SYSTEM_USER, "--", *command]
     env = dict(os.environ, **stack._es_env())
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     if result.returncode != 0:
-        raise RuntimeError(f"elasticsearch-users failed: {result.stderr or result.stdout}")
+        raise RuntimeError(
+            f"elasticsearch-users useradd {user} failed: {result.stderr or result.stdout}"
+        )
 
 
 def cleanup(stack: LocalStack) -> None:
@@ -114,14 +154,18 @@ def cleanup(stack: LocalStack) -> None:
         shutil.rmtree(stack.es_state_dir, ignore_errors=True)
 
 
-def apply_index_template(stack: LocalStack) -> None:
-    """PUT fluent-bit/index-template.json, so the mapping exists before the first line."""
-    body = json.loads(TEMPLATE_FILE.read_text())
-    response = httpx.put(
-        f"{stack.url('elasticsearch')}/_index_template/{TEMPLATE_NAME}",
-        json=body,
-        auth=stack.es_auth(),
-        timeout=30,
-    )
-    if response.status_code != 200:
-        raise RuntimeError(f"index template rejected: {response.status_code} {response.text}")
+def apply_index_templates(stack: LocalStack) -> None:
+    """PUT the templates of TEMPLATES, so the mappings exist before the first log line
+    and the first span."""
+    for name, file in TEMPLATES.items():
+        response = httpx.put(
+            f"{stack.url('elasticsearch')}/_index_template/{name}",
+            json=json.loads(file.read_text()),
+            auth=stack.es_auth(),
+            timeout=30,
+        )
+        if response.status_code != 200:
+            raise RuntimeError(
+                f"index template {name} ({file.relative_to(REPO)}) rejected: "
+                f"{response.status_code} {response.text}"
+            )

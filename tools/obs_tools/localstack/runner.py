@@ -39,10 +39,11 @@ def start(stack: LocalStack, progress: Callable[[str], None] = print) -> Supervi
             supervisor.wait_ready(program.name, READY_TIMEOUT.get(program.name, 45))
             progress(f"  {program.name:<14} ready in {time.monotonic() - t0:4.1f} s")
         if not stack.services_only:
-            # The mapping must exist before the first line is shipped, or Elasticsearch
-            # would guess field types from that line.
-            elastic.apply_index_template(stack)
-            progress("  index template  applied (fluent-bit/index-template.json)")
+            # The mappings must exist before the first line is shipped and the first
+            # span stored, or Elasticsearch would guess field types from them.
+            elastic.apply_index_templates(stack)
+            progress(f"  index templates applied ({', '.join(elastic.TEMPLATES)})")
+            _start_after_templates(supervisor, "jaeger", progress)
             supervisor.start_program("log-shipper")
             supervisor.wait_ready("log-shipper", 30)
             progress("  log-shipper     ready: Fluent Bit (fluent-bit/fluent-bit-local.conf)")
@@ -51,6 +52,15 @@ def start(stack: LocalStack, progress: Callable[[str], None] = print) -> Supervi
         raise
     progress(f"  all up in {time.monotonic() - started:.1f} s")
     return supervisor
+
+
+def _start_after_templates(
+    supervisor: Supervisor, name: str, progress: Callable[[str], None]
+) -> None:
+    t0 = time.monotonic()
+    supervisor.start_program(name)
+    supervisor.wait_ready(name, READY_TIMEOUT.get(name, 45))
+    progress(f"  {name:<14} ready in {time.monotonic() - t0:4.1f} s")
 
 
 def stop(stack: LocalStack, supervisor: Supervisor) -> None:
