@@ -1,8 +1,8 @@
 """A real Kubernetes control plane for tests: etcd, kube-apiserver, kube-controller-manager
 and kube-scheduler on free 127.0.0.1 ports, with their own PKI and kubeconfig in a scratch
-directory; optionally kwok (a simulated node that marks pods Running and binds PVCs) and
-kube-state-metrics. The binaries are the ones `scripts/bootstrap.sh k8s` builds
-(obs_tools.common.versions.k8s_binary).
+directory; optionally kwok (simulated nodes, one by default, on which pods are marked
+Running and PVCs bound) and kube-state-metrics. The binaries are the ones
+`scripts/bootstrap.sh k8s` builds (obs_tools.common.versions.k8s_binary).
 
 Reads no environment variables itself (the processes inherit the test's environment).
 
@@ -160,6 +160,7 @@ class KubeCluster:
         kwok: bool = True,
         node_name: str = "kwok-node-0",
         node_capacity: NodeCapacity | None = None,
+        kwok_nodes: int = 1,
         kube_state_metrics: bool = False,
         admission_plugins: Sequence[str] = ADMISSION_PLUGINS,
         start_timeout: float = 90.0,
@@ -170,6 +171,14 @@ class KubeCluster:
         self.kubeconfig = self.workdir / "kubeconfig"
         self.with_kwok = kwok
         self.node_name = node_name
+        # With kwok_nodes > 1 (spread, anti-affinity and drains need several nodes): node_name
+        # first, then the same name numbered 1, 2, ... (kwok-node-0, kwok-node-1, ...; "-N"
+        # is appended to a name that does not end in -0); each its own
+        # kubernetes.io/hostname, all of node_capacity.
+        if kwok_nodes < 1:
+            raise ValueError(f"kwok_nodes must be at least 1, not {kwok_nodes}")
+        stem = node_name.removesuffix("-0")
+        self.node_names = [node_name, *(f"{stem}-{i}" for i in range(1, kwok_nodes))]
         self.node_capacity = node_capacity or NodeCapacity()
         self.with_ksm = kube_state_metrics
         self.admission_plugins = tuple(admission_plugins)
@@ -463,25 +472,29 @@ class KubeCluster:
         )
         (storage_class,) = self._stage_files([KWOK_STORAGE_CLASS])
         self.kubectl("apply", "--server-side", "-f", str(storage_class))
-        self.kubectl("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump(self._node()))
+        nodes = [self._node(name) for name in self.node_names]
+        self.kubectl("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(nodes))
 
-        def node_ready() -> bool:
-            node = self.get_json("node", self.node_name)
-            conditions = {c["type"]: c["status"] for c in node["status"].get("conditions", [])}
-            return conditions.get("Ready") == "True"
+        def nodes_ready() -> bool:
+            for name in self.node_names:
+                node = self.get_json("node", name)
+                conditions = {c["type"]: c["status"] for c in node["status"].get("conditions", [])}
+                if conditions.get("Ready") != "True":
+                    return False
+            return True
 
-        self._wait(process, f"node {self.node_name} Ready", node_ready)
+        self._wait(process, f"node(s) {', '.join(self.node_names)} Ready", nodes_ready)
 
-    def _node(self) -> dict:
+    def _node(self, name: str) -> dict:
         resources = self.node_capacity.as_resources()
         return {
             "apiVersion": "v1",
             "kind": "Node",
             "metadata": {
-                "name": self.node_name,
+                "name": name,
                 "annotations": {"node.alpha.kubernetes.io/ttl": "0", "kwok.x-k8s.io/node": "fake"},
                 "labels": {
-                    "kubernetes.io/hostname": self.node_name,
+                    "kubernetes.io/hostname": name,
                     "kubernetes.io/os": "linux",
                     "kubernetes.io/arch": "amd64",
                     "type": "kwok",
