@@ -1,7 +1,9 @@
 """A cluster of the real Elasticsearch (the distribution `scripts/bootstrap.sh all`
 unpacks) on 127.0.0.1: N nodes, each with free HTTP and transport ports, 512 MB of heap,
-security on with a file-realm superuser, and transport TLS with the settings of the
-production overlay (k8s-overlays/production/), so that a real cluster proves them.
+security on with a file-realm superuser (and any client users and roles a test adds),
+and transport TLS with the production overlay's settings (k8s-overlays/production/
+elasticsearch.yml) and certificates from its own make-transport-certs.sh, so that a
+real cluster proves them.
 
 Each node can be stopped (SIGTERM, or SIGKILL for a crash) and started again on its
 own data, as a pod that is deleted and rescheduled onto the same volume.
@@ -22,6 +24,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,15 +38,13 @@ from obs_tools.localstack.components import ES_SYSTEM_USER, ES_USER
 from .polling import GiveUp, free_port, poll_until
 from .requirements import unavailable
 
-# The production overlay (issue #20): its certificate script and its elasticsearch.yml,
-# whose node-to-node settings the cluster here runs with. Each has a stand-in below
-# for a checkout where the overlay is not there yet.
+# The production overlay (k8s-overlays/production/): the cluster here runs with its
+# certificate script and its node-to-node settings, so that a real cluster proves them.
 PRODUCTION = REPO / "k8s-overlays" / "production"
 TRANSPORT_CERTS_SCRIPT = PRODUCTION / "make-transport-certs.sh"
 PRODUCTION_SETTINGS = PRODUCTION / "elasticsearch.yml"
-
-# The overlay's transport TLS as the issue gave it (paths relative to the config dir).
-TRANSPORT_TLS_SETTINGS = {
+# What the overlay must keep for three nodes to talk TLS with the script's files.
+TRANSPORT_TLS = {
     "xpack.security.transport.ssl.enabled": "true",
     "xpack.security.transport.ssl.verification_mode": "certificate",
     "xpack.security.transport.ssl.certificate": "certs/transport/tls.crt",
@@ -54,19 +55,20 @@ TRANSPORT_TLS_SETTINGS = {
 
 def production_node_settings() -> dict[str, str]:
     """The overlay's transport TLS settings and its store type (mmap off), read from its
-    elasticsearch.yml: the settings proven here are the ones deployed. The rest of that
-    file is about pods (addresses, discovery by DNS) and is replaced below."""
-    if not PRODUCTION_SETTINGS.exists():
-        return dict(TRANSPORT_TLS_SETTINGS)
+    elasticsearch.yml. The rest of that file is about pods (addresses, discovery by DNS,
+    node names from the host name) and is replaced by loopback equivalents here."""
     settings = yaml.safe_load(PRODUCTION_SETTINGS.read_text())
     chosen = {
         key: str(value).lower() if isinstance(value, bool) else str(value)
         for key, value in settings.items()
         if key.startswith("xpack.security.transport.ssl.") or key == "node.store.allow_mmap"
     }
-    missing = set(TRANSPORT_TLS_SETTINGS) - set(chosen)
-    if missing:
-        raise AssertionError(f"{PRODUCTION_SETTINGS} lacks {sorted(missing)}")
+    differ = {k: chosen.get(k) for k, v in TRANSPORT_TLS.items() if chosen.get(k) != v}
+    if differ:
+        raise AssertionError(
+            f"{PRODUCTION_SETTINGS}: transport TLS not as make-transport-certs.sh's files "
+            f"need it: {differ}"
+        )
     return chosen
 
 
@@ -86,34 +88,19 @@ def require_elasticsearch() -> None:
 
 
 def make_transport_certs(outdir: Path) -> None:
-    """ca.crt, tls.crt and tls.key in `outdir`: the overlay's script once it exists,
-    else the same three files from openssl (one CA, one node certificate that every
-    node presents; verification_mode certificate checks the CA, not the host name)."""
-    outdir.mkdir(parents=True, exist_ok=True)
-    if TRANSPORT_CERTS_SCRIPT.exists():
-        commands = [["bash", str(TRANSPORT_CERTS_SCRIPT), str(outdir)]]
-    else:
-        ca_key, csr = outdir / "ca.key", outdir / "tls.csr"
-        commands = [
-            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-             "-subj", "/CN=obs-test-transport-ca", "-keyout", str(ca_key),
-             "-out", str(outdir / "ca.crt")],
-            ["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=elasticsearch",
-             "-keyout", str(outdir / "tls.key"), "-out", str(csr)],
-            ["openssl", "x509", "-req", "-in", str(csr), "-CA", str(outdir / "ca.crt"),
-             "-CAkey", str(ca_key), "-CAcreateserial", "-days", "2",
-             "-out", str(outdir / "tls.crt")],
-        ]  # fmt: skip
-    for argv in commands:
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
-        if result.returncode != 0:
-            raise AssertionError(
-                f"transport certificates: {' '.join(argv[:3])} failed ({result.returncode}): "
-                f"{result.stderr or result.stdout}"
-            )
+    """ca.crt, tls.crt and tls.key in `outdir`, from the overlay's own script."""
+    result = subprocess.run(
+        ["bash", str(TRANSPORT_CERTS_SCRIPT), str(outdir)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise AssertionError(
+            f"{TRANSPORT_CERTS_SCRIPT.name} failed ({result.returncode}): "
+            f"{result.stderr or result.stdout}"
+        )
     for name in ("ca.crt", "tls.crt", "tls.key"):
         if not (outdir / name).is_file():
-            raise AssertionError(f"transport certificates: {outdir / name} was not written")
+            raise AssertionError(f"{TRANSPORT_CERTS_SCRIPT.name} did not write {outdir / name}")
 
 
 @dataclass
@@ -141,8 +128,20 @@ class EsNode:
 class ElasticsearchCluster:
     """`size` nodes, all master-eligible data nodes, as the production StatefulSet."""
 
-    def __init__(self, size: int = 3, heap: str = "512m", name: str = "obs-test-cluster"):
+    def __init__(
+        self,
+        size: int = 3,
+        heap: str = "512m",
+        name: str = "obs-test-cluster",
+        users: dict[str, str] | None = None,
+        write_roles: Callable[[Path], None] | None = None,
+    ):
+        """`users`: more file-realm users, name -> role, each with a new password in
+        self.passwords; `write_roles(path)` adds their roles to each node's roles.yml."""
         self.size = size
+        self.extra_users = users or {}
+        self.write_roles = write_roles
+        self.passwords: dict[str, str] = {u: secrets.token_urlsafe(24) for u in self.extra_users}
         self.heap = heap
         self.cluster_name = name
         self.user = ES_USER
@@ -227,21 +226,28 @@ class ElasticsearchCluster:
             for sub in ("data", "logs"):
                 (node.home / sub).mkdir()
             self._write_config(node, bootstrap=True)
+            if self.write_roles:
+                self.write_roles(node.home / "config" / "roles.yml")
         os.chmod(self.workdir, 0o755)
         self._chown(self.workdir)
-        # One file-realm superuser, written once and copied: every node must know it,
+        # The file-realm users, written once and copied: every node must know them,
         # since a client may land on any of them (the file realm is per node).
         first = self.nodes[0]
-        result = subprocess.run(
-            self._as_es_user(
-                [str(home / "bin" / "elasticsearch-users"), "useradd", self.user,
-                 "-p", self.password, "-r", "superuser"]
-            ),
-            env=dict(os.environ, **self._env(first)),
-            capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
-        if result.returncode != 0:
-            raise AssertionError(f"elasticsearch-users failed: {result.stderr or result.stdout}")
+        users = {self.user: ("superuser", self.password)}
+        users.update({u: (role, self.passwords[u]) for u, role in self.extra_users.items()})
+        for user, (role, password) in users.items():
+            result = subprocess.run(
+                self._as_es_user(
+                    [str(home / "bin" / "elasticsearch-users"), "useradd", user,
+                     "-p", password, "-r", role]
+                ),
+                env=dict(os.environ, **self._env(first)),
+                capture_output=True, text=True, timeout=120, check=False,
+            )  # fmt: skip
+            if result.returncode != 0:
+                raise AssertionError(
+                    f"elasticsearch-users useradd {user} failed: {result.stderr or result.stdout}"
+                )
         for node in self.nodes[1:]:
             for name in ("users", "users_roles"):
                 shutil.copy2(first.home / "config" / name, node.home / "config" / name)
