@@ -493,14 +493,30 @@ def drain(
 def test_a_drain_keeps_every_budget_and_a_second_one_is_refused(cluster, applied, docs):
     assert applied.returncode == 0, applied.stderr
     wait_rolled_out(cluster, docs)
-    budgets = cluster.get_json("pdb", "-A")["items"]
-    assert len(budgets) == 4
-    floors = {f"{b['metadata']['namespace']}/{b['metadata']['name']}": b for b in budgets}
-    for key, budget in floors.items():
-        status = budget["status"]
-        assert status["currentHealthy"] == status["expectedPods"] >= 2, (key, status)
-        assert status["disruptionsAllowed"] == 1, (key, status)
-    desired = {key: b["status"]["desiredHealthy"] for key, b in floors.items()}
+
+    # The disruption controller's view follows the pods: wait until it has counted them
+    # all (every workload at full strength, one disruption allowed each).
+    def settled() -> list[dict] | bool:
+        budgets = cluster.get_json("pdb", "-A")["items"]
+        return (
+            len(budgets) == 4
+            and all(
+                b["status"].get("observedGeneration") == b["metadata"]["generation"]
+                and b["status"]["currentHealthy"] == b["status"]["expectedPods"] >= 2
+                and b["status"]["disruptionsAllowed"] == 1
+                for b in budgets
+            )
+            and budgets
+        )
+
+    budgets = poll_until(
+        settled, "every PDB at full strength with one disruption allowed", timeout=30,
+        on_timeout=lambda: cluster.kubectl("get", "pdb", "-A", check=False).stdout,
+    )  # fmt: skip
+    desired = {
+        f"{b['metadata']['namespace']}/{b['metadata']['name']}": b["status"]["desiredHealthy"]
+        for b in budgets
+    }
 
     es_nodes = {p["spec"]["nodeName"] for p in pods(cluster, "obs-monitoring", "elasticsearch")}
     assert es_nodes == set(cluster.node_names)
@@ -517,9 +533,20 @@ def test_a_drain_keeps_every_budget_and_a_second_one_is_refused(cluster, applied
             meta = workload["metadata"]
             cluster.rollout_status("deployment", meta["name"], meta["namespace"], timeout=90)
         back_seconds = time.monotonic() - started
-        es = pods(cluster, "obs-monitoring", "elasticsearch")
-        assert sorted(bool(p["spec"].get("nodeName")) for p in es) == [False, True, True]
-        assert sum(ready(p) for p in es) == 2
+
+        def unschedulable(pod: dict) -> bool:
+            conditions = pod.get("status", {}).get("conditions") or []
+            return not pod["spec"].get("nodeName") and any(
+                c["type"] == "PodScheduled" and c.get("reason") == "Unschedulable"
+                for c in conditions
+            )
+
+        poll_until(
+            lambda: [unschedulable(p) for p in pods(cluster, "obs-monitoring", "elasticsearch")]
+            .count(True) == 1,
+            "the evicted Elasticsearch pod back, and unschedulable", timeout=30,
+        )  # fmt: skip
+        assert sum(ready(p) for p in pods(cluster, "obs-monitoring", "elasticsearch")) == 2
 
         refused, second_seconds = drain(cluster, second, timeout=20)
     finally:
