@@ -10,14 +10,15 @@ cross-reference checks of tests/k8s/render.py.
 validate (one control plane for the module, three kwok nodes of 4 CPUs and 8 GiB): the
 render applied server-side with Pod Security enforced and warnings as errors; every
 workload rolls out, the replicas of each multi-replica one on distinct nodes; `kubectl
-drain` of one node (the eviction API: the real API server enforces the PDBs) succeeds and no
-PDB's workload is ever below its budget (a watch of every pod, checked after each event);
-a second drain, while the first node is still cordoned and the evicted Elasticsearch pod
-Pending (its anti-affinity forbids the two nodes left that already have one), is refused.
-kwok runs no container: nothing here shows that Elasticsearch forms a cluster, only that
-Kubernetes schedules, spreads and protects the pods as written.
+drain` of one node (the eviction API: the real API server enforces the PDBs) succeeds and
+no PDB's workload is ever below its budget (a watch of every pod, checked after each
+event); a second drain, while the first node is still cordoned and the evicted
+Elasticsearch pod Pending (its anti-affinity forbids the two nodes left that already have
+one), is refused, and what it did evict is ready on the last node (the spread's
+nodeTaintsPolicy Honor). kwok runs no container: nothing here shows that Elasticsearch
+forms a cluster, only that Kubernetes schedules, spreads and protects the pods as written.
 
-Reads CI (a missing binary fails instead of skipping).
+Reads CI (a missing binary or openssl fails instead of skipping).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import ssl
 import subprocess
 import threading
@@ -43,6 +45,7 @@ from tests.k8s.conftest import require_k8s_binaries
 from tests.k8s.render import by_kind, dump, find, kustomize, load
 from tests.support.kube_cluster import CONTROL_PLANE, KubeCluster, NodeCapacity
 from tests.support.polling import poll_until
+from tests.support.requirements import unavailable
 
 OVERLAY = REPO / "k8s-overlays" / "production"
 CERTS_SCRIPT = OVERLAY / "make-transport-certs.sh"
@@ -67,6 +70,8 @@ def docs(production_render) -> list[dict]:
 
 
 def openssl(*args: str) -> str:
+    if not shutil.which("openssl"):
+        unavailable("openssl is not installed (Debian: apt-get install openssl)")
     result = subprocess.run(
         ["openssl", *args], capture_output=True, text=True, timeout=30, check=False
     )
@@ -305,7 +310,7 @@ def cluster(tmp_path_factory) -> Iterator[KubeCluster]:
 
 
 @pytest.fixture(scope="module")
-def applied(cluster, production_render, stack_secrets, tmp_path_factory):
+def overlay_applied(cluster, production_render, stack_secrets, tmp_path_factory):
     """As `make up` would, then the transport Secret with make-transport-certs.sh --apply:
     Namespaces, Secrets, then the render, server-side with warnings as errors."""
     docs = load(production_render)
@@ -331,9 +336,9 @@ def applied(cluster, production_render, stack_secrets, tmp_path_factory):
 
 
 @pytest.mark.validate
-def test_server_side_apply_with_pod_security_warns_nothing(cluster, applied):
-    assert applied.returncode == 0, applied.stderr
-    assert "warning" not in applied.stderr.lower(), applied.stderr
+def test_server_side_apply_with_pod_security_warns_nothing(cluster, overlay_applied):
+    assert overlay_applied.returncode == 0, overlay_applied.stderr
+    assert "warning" not in overlay_applied.stderr.lower(), overlay_applied.stderr
     for namespace in ("obs-apps", "obs-monitoring"):
         labels = cluster.get_json("namespace", namespace)["metadata"]["labels"]
         assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
@@ -374,8 +379,8 @@ def wait_rolled_out(cluster: KubeCluster, docs: list[dict]) -> None:
 
 
 @pytest.mark.validate
-def test_every_workload_rolls_out_with_replicas_on_distinct_nodes(cluster, applied, docs):
-    assert applied.returncode == 0, applied.stderr
+def test_every_workload_rolls_out_with_replicas_on_distinct_nodes(cluster, overlay_applied, docs):
+    assert overlay_applied.returncode == 0, overlay_applied.stderr
     wait_rolled_out(cluster, docs)
     for (namespace, name), workload in replicated(docs).items():
         running = [p for p in pods(cluster, namespace, name) if ready(p)]
@@ -490,8 +495,8 @@ def drain(
 
 
 @pytest.mark.validate
-def test_a_drain_keeps_every_budget_and_a_second_one_is_refused(cluster, applied, docs):
-    assert applied.returncode == 0, applied.stderr
+def test_a_drain_keeps_every_budget_and_a_second_one_is_refused(cluster, overlay_applied, docs):
+    assert overlay_applied.returncode == 0, overlay_applied.stderr
     wait_rolled_out(cluster, docs)
 
     # The disruption controller's view follows the pods: wait until it has counted them
