@@ -288,6 +288,14 @@ class ElasticsearchCluster:
                 os.killpg(node.process.pid, signal.SIGKILL)
         node.process.stop(timeout=timeout)
 
+    def freeze_node(self, index: int) -> None:
+        """SIGSTOP to the node's processes: it stops answering but its connections stay
+        open, as a hung JVM or a machine cut off from the network; the others notice
+        only by their checks timing out. stop_node(crash=True) ends it."""
+        node = self.nodes[index]
+        self.stopped.add(node.name)
+        os.killpg(node.process.pid, signal.SIGSTOP)
+
     def start_node(self, index: int) -> None:
         node = self.nodes[index]
         if node.running():
