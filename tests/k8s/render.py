@@ -24,7 +24,7 @@ from obs_tools.deploy.secrets import SECRETS
 from tests.support.requirements import unavailable
 
 KUSTOMIZATION = REPO / "k8s"
-WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job")
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob")
 
 
 def kubectl() -> str:
@@ -76,8 +76,16 @@ def workloads(docs: Iterable[dict]) -> Iterator[dict]:
     return (doc for doc in docs if doc["kind"] in WORKLOAD_KINDS)
 
 
+def pod_template(workload: dict) -> dict:
+    """The pod template of a workload; a CronJob's is one level down, in its Job's."""
+    spec = workload["spec"]
+    if workload["kind"] == "CronJob":
+        spec = spec["jobTemplate"]["spec"]
+    return spec["template"]
+
+
 def pod_spec(workload: dict) -> dict:
-    return workload["spec"]["template"]["spec"]
+    return pod_template(workload)["spec"]
 
 
 def containers(spec: dict) -> list[dict]:
@@ -85,11 +93,11 @@ def containers(spec: dict) -> list[dict]:
 
 
 def template_labels(workload: dict) -> dict[str, str]:
-    return workload["spec"]["template"]["metadata"].get("labels", {})
+    return pod_template(workload)["metadata"].get("labels", {})
 
 
 def template_annotations(workload: dict) -> dict[str, str]:
-    return workload["spec"]["template"]["metadata"].get("annotations", {})
+    return pod_template(workload)["metadata"].get("annotations", {})
 
 
 def matches(selector: dict[str, str], labels: dict[str, str]) -> bool:

@@ -3,9 +3,10 @@
 Reads no environment variables. The numbers: the sum of the render's resource
 requests (each pod's effective request: its containers' requests added up, or its
 largest init container's if that is larger; times replicas; DaemonSet pods once per
-node; a Job's pods times its parallelism), plus what Kubernetes' own pods request on a
-Minikube node, plus HEADROOM_PERCENT. Disk: the persistent volume claims plus room
-for images and the node's system.
+node; a Job's pods times its parallelism, a CronJob's one run; a Deployment whose
+HorizontalPodAutoscaler owns its replicas at the autoscaler's minimum), plus what
+Kubernetes' own pods request on a Minikube node, plus HEADROOM_PERCENT. Disk: the
+persistent volume claims plus room for images and the node's system.
 """
 
 from __future__ import annotations
@@ -80,24 +81,20 @@ def pod_requests(pod_spec: dict) -> tuple[float, float]:
 def render_needs(render_yaml: str, nodes: int = 1) -> Needs:
     """What the objects in `kubectl kustomize k8s/` output request in total."""
     needs = Needs()
-    for doc in yaml.safe_load_all(render_yaml):
-        if not doc:
-            continue
+    docs = [doc for doc in yaml.safe_load_all(render_yaml) if doc]
+    scaled = autoscaler_minimums(docs)
+    for doc in docs:
         kind, spec = doc.get("kind"), doc.get("spec") or {}
         meta = doc.get("metadata") or {}
         label = f"{kind}/{meta.get('namespace', '-')}/{meta.get('name')}"
-        if kind in ("Deployment", "StatefulSet", "ReplicaSet"):
-            copies = spec.get("replicas", 1)
-        elif kind == "DaemonSet":
-            copies = nodes
-        elif kind == "Job":
-            copies = spec.get("parallelism", 1)
-        elif kind == "PersistentVolumeClaim":
+        if kind == "PersistentVolumeClaim":
             needs.storage += quantity(spec["resources"]["requests"]["storage"])
             continue
-        else:
+        counted = pods_of(doc, nodes, scaled)
+        if counted is None:
             continue
-        cpu, memory = pod_requests(spec["template"]["spec"])
+        pod, copies = counted
+        cpu, memory = pod_requests(pod)
         if (memory, cpu) > (needs.largest_pod[2], needs.largest_pod[1]):
             needs.largest_pod = (label, cpu, memory)
         needs.cpu_m += cpu * copies
@@ -107,6 +104,41 @@ def render_needs(render_yaml: str, nodes: int = 1) -> Needs:
             storage = claim["spec"]["resources"]["requests"]["storage"]
             needs.storage += quantity(storage) * copies
     return needs
+
+
+def pods_of(
+    doc: dict, nodes: int, scaled: dict[tuple[str, str, str], int]
+) -> tuple[dict, int] | None:
+    """(pod spec, how many of its pods run at once) of a workload, None for other kinds.
+    `scaled`: autoscaler_minimums of the render."""
+    kind, spec, meta = doc.get("kind"), doc.get("spec") or {}, doc.get("metadata") or {}
+    if kind in ("Deployment", "StatefulSet", "ReplicaSet"):
+        # Without spec.replicas an autoscaler owns the count: its minimum.
+        default = scaled.get((meta.get("namespace"), kind, meta.get("name")), 1)
+        copies = spec.get("replicas", default)
+    elif kind == "DaemonSet":
+        copies = nodes
+    elif kind in ("Job", "CronJob"):
+        if kind == "CronJob":
+            # One run at a time (our CronJobs forbid concurrent runs) while it runs; its
+            # pod template is one level down.
+            spec = spec["jobTemplate"]["spec"]
+        copies = spec.get("parallelism", 1)
+    else:
+        return None
+    return spec["template"]["spec"], copies
+
+
+def autoscaler_minimums(docs: list[dict]) -> dict[tuple[str, str, str], int]:
+    """(namespace, kind, name) of each HorizontalPodAutoscaler's target -> its minReplicas."""
+    minimums = {}
+    for doc in docs:
+        if doc.get("kind") != "HorizontalPodAutoscaler":
+            continue
+        target = doc["spec"]["scaleTargetRef"]
+        key = (doc["metadata"].get("namespace"), target["kind"], target["name"])
+        minimums[key] = doc["spec"].get("minReplicas", 1)
+    return minimums
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,7 @@ import yaml
 
 from obs_tools.common.paths import REPO
 
-from .resources import minikube_sizing, quantity, render_needs
-
-WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet", "Job")
+from .resources import autoscaler_minimums, minikube_sizing, pods_of, quantity, render_needs
 
 
 @dataclass(frozen=True)
@@ -48,17 +46,14 @@ def _cpu_memory(values: dict | None) -> tuple[float, float]:
 def rows(render_yaml: str, nodes: int = 1) -> list[Row]:
     """One row per container of every workload in the render."""
     found = []
-    for doc in yaml.safe_load_all(render_yaml):
-        if not doc or doc.get("kind") not in WORKLOADS:
+    docs = [doc for doc in yaml.safe_load_all(render_yaml) if doc]
+    scaled = autoscaler_minimums(docs)
+    for doc in docs:
+        counted = pods_of(doc, nodes, scaled)
+        if counted is None:
             continue
-        spec, meta = doc["spec"], doc["metadata"]
-        if doc["kind"] == "DaemonSet":
-            copies = nodes
-        elif doc["kind"] == "Job":
-            copies = spec.get("parallelism", 1)
-        else:
-            copies = spec.get("replicas", 1)
-        pod = spec["template"]["spec"]
+        pod, copies = counted
+        meta = doc["metadata"]
         containers = [("(init) ", c) for c in pod.get("initContainers") or []]
         containers += [("", c) for c in pod["containers"]]
         for prefix, container in containers:
