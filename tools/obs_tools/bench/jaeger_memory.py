@@ -1,14 +1,15 @@
 """Jaeger's memory per stored trace, measured: `python -m obs_tools.bench.jaeger_memory [JSON]`.
 
 Runs the real Jaeger (the binary of `make bootstrap`, on jaeger/config.yaml as the local
-stack starts it) and both services exporting to it, sends the load generator's request
-mix (each request is one trace, frontend -> backend for most endpoints) in steps, and
-after each step, once the load has stopped, waits for Go's next garbage collection (the
-runtime forces one within two minutes when idle) and reads the live heap: Jaeger's
-otelcol_process_runtime_heap_alloc_bytes just after that collection, checked against the
-collection's own line of GODEBUG=gctrace=1 (MiB). The slope of the live heap over the
-stored traces is the bytes per trace that jaeger/config.yaml's max_traces is sized with
-(tests/k8s/test_config_wiring.py checks that arithmetic against the render).
+stack starts it, with its in-memory store) and both services exporting to it, sends the
+load generator's request mix (each request is one trace, frontend -> backend for most
+endpoints) in steps, and after each step, once the load has stopped, waits for Go's next
+garbage collection (the runtime forces one within two minutes when idle) and reads the
+live heap: Jaeger's otelcol_process_runtime_heap_alloc_bytes just after that collection,
+checked against the collection's own line of GODEBUG=gctrace=1 (MiB). The slope of the
+live heap over the stored traces is the bytes per trace that jaeger/config.yaml's
+max_traces is sized with (tests/k8s/test_config_wiring.py checks that arithmetic against
+the render).
 
 Writes docs/jaeger-memory.json (or JSON): every point and the fitted slopes. Runs from
 any directory once `make bootstrap` has installed the tooling (about 10 minutes; the
@@ -37,7 +38,7 @@ from obs_tools.common.versions import REPO, VERSIONS
 from obs_tools.common.wait import poll_until
 from obs_tools.loadgen.engine import LoadSpec, run
 from obs_tools.loadgen.stats import RunStats
-from obs_tools.localstack.components import LocalStack, Ports, Program
+from obs_tools.localstack.components import JAEGER_IN_MEMORY, LocalStack, Ports, Program
 
 DEFAULT_JSON = REPO / "docs" / "jaeger-memory.json"
 # Cumulative traces after each step; the last must stay below max_traces (no eviction).
@@ -103,7 +104,7 @@ def measure(work: Path) -> dict:
     stack = LocalStack(work, Ports.free())
     (jaeger_program,) = [p for p in stack.backends() if p.name == "jaeger"]
     jaeger_log = work / "jaeger.log"
-    jaeger = start(jaeger_program, jaeger_log, GODEBUG="gctrace=1")
+    jaeger = start(jaeger_program, jaeger_log, GODEBUG="gctrace=1", **JAEGER_IN_MEMORY)
     services = []
     try:
         poll_until(

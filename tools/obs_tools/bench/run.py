@@ -32,7 +32,13 @@ from obs_tools.common.blackhole import BlackHole
 from obs_tools.common.processes import ManagedProcess
 from obs_tools.common.versions import REPO, VERSIONS, jaeger_binary
 from obs_tools.common.wait import PollTimeout, free_port, poll_until
-from obs_tools.localstack.components import LocalStack, Ports, service_argv, service_env
+from obs_tools.localstack.components import (
+    JAEGER_IN_MEMORY,
+    LocalStack,
+    Ports,
+    service_argv,
+    service_env,
+)
 
 WRK_SCRIPT = Path(__file__).with_name("wrk_report.lua")
 
@@ -116,7 +122,8 @@ def start_jaeger(run_dir: Path) -> tuple[ManagedProcess, str]:
         raise SystemExit(f"Jaeger is not built ({jaeger_binary()}): run `make bootstrap`")
     stack = LocalStack(run_dir / "stack", Ports.free())
     program = next(p for p in stack.backends() if p.name == "jaeger")
-    jaeger = ManagedProcess("jaeger", program.argv, run_dir, env=program.env, cwd=REPO)
+    env = {**program.env, **JAEGER_IN_MEMORY}
+    jaeger = ManagedProcess("jaeger", program.argv, run_dir, env=env, cwd=REPO)
     poll_until(
         lambda: program.ready() if jaeger.proc.poll() is None else _died(jaeger),
         "jaeger health",

@@ -61,6 +61,13 @@ class Ports:
         return [(f.name, getattr(self, f.name)) for f in fields(self)]
 
 
+# Jaeger on its in-memory store (jaeger/config.yaml's memstore backend), for measurements
+# that run Jaeger without Elasticsearch (`make bench`, obs_tools.bench.jaeger_memory):
+# the Elasticsearch backend is still built at start and needs a readable password file,
+# which /dev/null is; it never connects.
+JAEGER_IN_MEMORY = {"JAEGER_TRACE_STORAGE": "memstore", "JAEGER_ES_PASSWORD_FILE": os.devnull}
+
+
 @dataclass
 class Program:
     """One supervised process."""
