@@ -152,6 +152,7 @@ class ElasticsearchCluster:
         self.start_seconds = 0.0
         # Nodes stopped on purpose: their exit is not a failure.
         self.stopped: set[str] = set()
+        self.frozen: set[str] = set()
 
     @property
     def auth(self) -> tuple[str, str]:
@@ -287,6 +288,7 @@ class ElasticsearchCluster:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(node.process.pid, signal.SIGKILL)
         node.process.stop(timeout=timeout)
+        self.frozen.discard(node.name)
 
     def freeze_node(self, index: int) -> None:
         """SIGSTOP to the node's processes: it stops answering but its connections stay
@@ -294,6 +296,7 @@ class ElasticsearchCluster:
         only by their checks timing out. stop_node(crash=True) ends it."""
         node = self.nodes[index]
         self.stopped.add(node.name)
+        self.frozen.add(node.name)
         os.killpg(node.process.pid, signal.SIGSTOP)
 
     def start_node(self, index: int) -> None:
@@ -304,8 +307,11 @@ class ElasticsearchCluster:
         self._spawn(node)
 
     def stop(self) -> None:
-        for node in self.nodes:
-            if node.process:
+        for index, node in enumerate(self.nodes):
+            if node.name in self.frozen:
+                # A frozen JVM would sit out SIGTERM's whole timeout.
+                self.stop_node(index, crash=True)
+            elif node.process:
                 node.process.stop(timeout=30)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -368,8 +374,9 @@ class ElasticsearchCluster:
         except Exception as exc:  # the failure report must not fail itself
             return repr(exc)
 
-    def primaries_by_node(self, index_pattern: str) -> dict[str, int]:
-        """How many primary shards of the matching indices each node holds."""
+    def primaries_by_node(self, index_pattern: str) -> dict[str, list[str]]:
+        """The indices (of those matching) whose primary shards each node holds, one
+        entry per shard."""
         response = httpx.get(
             f"{self.any_running().url}/_cat/shards/{index_pattern}",
             params={"format": "json", "h": "index,shard,prirep,state,node"},
@@ -377,11 +384,11 @@ class ElasticsearchCluster:
             timeout=10,
         )
         response.raise_for_status()
-        counts = {n.name: 0 for n in self.nodes}
+        held: dict[str, list[str]] = {n.name: [] for n in self.nodes}
         for shard in response.json():
-            if shard["prirep"] == "p" and shard.get("node") in counts:
-                counts[shard["node"]] += 1
-        return counts
+            if shard["prirep"] == "p" and shard.get("node") in held:
+                held[shard["node"]].append(shard["index"])
+        return held
 
     def master(self) -> str:
         response = httpx.get(
