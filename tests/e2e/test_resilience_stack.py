@@ -68,6 +68,17 @@ def docs_per_trace(local_stack, trace_ids: list[str]) -> Counter:
     return Counter({b["key"]: b["doc_count"] for b in buckets})
 
 
+def restart_jaeger_after_elasticsearch(supervisor) -> None:
+    """Only the local stack needs this. After a failed bulk write, Jaeger's client
+    (olivere/elastic v7.0.32, bulk_processor.go:613) writes again only once `HEAD /`
+    answers 2xx; Maven's Elasticsearch has no rest-root module and answers 405, so
+    Jaeger would store nothing more until restarted. A full Elasticsearch answers 200 to
+    the user jaeger, whose role has `monitor` for this (test_trace_storage.py)."""
+    supervisor.stop_program("jaeger")
+    supervisor.start_program("jaeger")
+    supervisor.wait_ready("jaeger", 60)
+
+
 @pytest.mark.parametrize("component", ["log-shipper", "elasticsearch"])
 def test_log_lines_written_during_a_restart_reach_elasticsearch_exactly_once(
     local_stack, component
@@ -85,6 +96,8 @@ def test_log_lines_written_during_a_restart_reach_elasticsearch_exactly_once(
         poll_until(lambda: len(sent) >= mark + 20, f"20 requests while {component} is down", 30)
         supervisor.start_program(component)
         supervisor.wait_ready(component, 120)
+        if component == "elasticsearch":
+            restart_jaeger_after_elasticsearch(supervisor)
         mark = len(sent)
         poll_until(lambda: len(sent) >= mark + 20, "20 requests after the restart", 30)
     finally:

@@ -12,7 +12,7 @@
 #     local stack installs), so the mapping exists before the first log line;
 #   - for Jaeger, from the files of jaeger/elasticsearch/ (the local stack installs the
 #     same): the index templates jaeger-span and jaeger-service (Jaeger runs with
-#     create_mappings false, so it needs no cluster privilege), role obs_jaeger and user
+#     create_mappings false, so it needs no privilege on templates), role obs_jaeger and user
 #     jaeger (create, write and read jaeger-* indices), role obs_jaeger_index_cleaner and
 #     user jaeger-index-cleaner (list and delete them: the CronJob that keeps 7 days).
 # Reads: ES_URL, ELASTIC_PASSWORD, KIBANA_SYSTEM_PASSWORD, GRAFANA_PASSWORD,
