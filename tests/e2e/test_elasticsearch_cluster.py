@@ -44,7 +44,7 @@ from obs_tools.localstack.elastic import (
     INDEX_PREFIX,
     TEMPLATE_NAME,
     TEMPLATES,
-    _write_roles,
+    write_roles,
 )
 
 from tests.support.es_cluster import ElasticsearchCluster, require_elasticsearch
@@ -406,7 +406,7 @@ def cluster():
         size=3,
         heap="512m",
         users={"jaeger": CLIENT_USERS["jaeger"][0]},
-        write_roles=_write_roles,
+        write_roles=write_roles,
     )
     try:
         es.start(timeout=240)

@@ -96,7 +96,7 @@ def prepare(stack: LocalStack) -> None:
         config.write("\n# Written by tools/obs_tools/localstack/elastic.py for this run.\n")
         config.write(_settings(stack, state))
 
-    _write_roles(state / "config" / "roles.yml")
+    write_roles(state / "config" / "roles.yml")
     if as_root:
         account = pwd.getpwnam(ES_SYSTEM_USER)
         os.chmod(state, 0o755)
@@ -109,7 +109,7 @@ def prepare(stack: LocalStack) -> None:
         _add_user(stack, user, role, stack.client_password_file(user))
 
 
-def _write_roles(path: Path) -> None:
+def write_roles(path: Path) -> None:
     """The clients' roles in the file realm's roles.yml. Block style, each role at the
     start of a line: Elasticsearch splits the file into roles by its lines, and skips
     (with an error in its log) a role written as one JSON object."""
