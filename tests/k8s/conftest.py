@@ -110,20 +110,21 @@ class Applied:
     result: subprocess.CompletedProcess
 
 
+def apply_namespaces_and_secrets(cluster: KubeCluster, docs: list[dict], secrets) -> None:
+    """What `make up` applies before the render: its Namespaces, then its Secrets."""
+    for objects in (by_kind(docs, "Namespace"), secrets):
+        cluster.kubectl(
+            "apply", "--server-side", "--field-manager=obs-stack-up", "-f", "-",
+            stdin=dump(objects),
+        )  # fmt: skip
+
+
 @pytest.fixture(scope="session")
 def applied(kube_cluster, render_text, stack_secrets) -> Applied:
     """The whole render applied to the session's control plane, as `make up` does:
     Namespaces first, then the Secrets, then everything (server-side, warnings are
     errors). Tests that need it to have succeeded call `require_applied`."""
-    docs = load(render_text)
-    kube_cluster.kubectl(
-        "apply", "--server-side", "--field-manager=obs-stack-up", "-f", "-",
-        stdin=dump(by_kind(docs, "Namespace")),
-    )  # fmt: skip
-    kube_cluster.kubectl(
-        "apply", "--server-side", "--field-manager=obs-stack-up", "-f", "-",
-        stdin=dump(stack_secrets),
-    )  # fmt: skip
+    apply_namespaces_and_secrets(kube_cluster, load(render_text), stack_secrets)
     result = kube_cluster.kubectl(
         "apply", "--server-side", "--field-manager=obs-stack-up", "--warnings-as-errors",
         "-f", "-", stdin=render_text, check=False,

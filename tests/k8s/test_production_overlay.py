@@ -41,8 +41,8 @@ from obs_tools.common.versions import k8s_binary
 from obs_tools.deploy.resources import quantity, render_needs
 
 from tests.k8s import render
-from tests.k8s.conftest import require_k8s_binaries
-from tests.k8s.render import by_kind, dump, find, kustomize, load
+from tests.k8s.conftest import apply_namespaces_and_secrets, require_k8s_binaries
+from tests.k8s.render import by_kind, find, kustomize, load
 from tests.support.kube_cluster import CONTROL_PLANE, KubeCluster, NodeCapacity
 from tests.support.polling import poll_until
 from tests.support.requirements import unavailable
@@ -299,14 +299,7 @@ def overlay_applied(cluster, production_render, stack_secrets, tmp_path_factory)
     """As `make up` would, then the transport Secret with make-transport-certs.sh --apply:
     Namespaces, Secrets, then the render, server-side with warnings as errors."""
     docs = load(production_render)
-    cluster.kubectl(
-        "apply", "--server-side", "--field-manager=obs-stack-up", "-f", "-",
-        stdin=dump(by_kind(docs, "Namespace")),
-    )  # fmt: skip
-    cluster.kubectl(
-        "apply", "--server-side", "--field-manager=obs-stack-up", "-f", "-",
-        stdin=dump(stack_secrets),
-    )  # fmt: skip
+    apply_namespaces_and_secrets(cluster, docs, stack_secrets)
     env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig),
            "KUBECTL": str(k8s_binary("kubectl"))}  # fmt: skip
     certs = subprocess.run(

@@ -35,6 +35,7 @@ from obs_tools.common.processes import ManagedProcess
 from obs_tools.common.versions import elasticsearch_home, java_home
 from obs_tools.localstack.components import ES_SYSTEM_USER, ES_USER
 
+from .host_elasticsearch import as_es_user, es_env
 from .polling import GiveUp, free_port, poll_until
 from .requirements import unavailable
 
@@ -161,16 +162,10 @@ class ElasticsearchCluster:
     # -- setup -------------------------------------------------------------------------
 
     def _env(self, node: EsNode) -> dict[str, str]:
-        env = {
-            "ES_PATH_CONF": str(node.home / "config"),
-            "ES_JAVA_OPTS": f"-Xms{self.heap} -Xmx{self.heap}",
-        }
-        if java := java_home():
-            env["ES_JAVA_HOME"] = str(java)
-        return env
+        return es_env(node.home / "config", self.heap)
 
     def _as_es_user(self, argv: list[str]) -> list[str]:
-        return ["runuser", "-u", ES_SYSTEM_USER, "--", *argv] if os.geteuid() == 0 else argv
+        return as_es_user(argv)
 
     def _settings(self, node: EsNode, bootstrap: bool) -> str:
         seeds = ", ".join(f'"127.0.0.1:{n.transport_port}"' for n in self.nodes)

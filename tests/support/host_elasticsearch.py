@@ -29,6 +29,19 @@ from obs_tools.localstack.components import ES_SYSTEM_USER
 from .polling import free_port
 
 
+def es_env(config: Path, heap: str) -> dict[str, str]:
+    """The environment of an Elasticsearch node (or its CLI tools) on `config`."""
+    env = {"ES_PATH_CONF": str(config), "ES_JAVA_OPTS": f"-Xms{heap} -Xmx{heap}"}
+    if java := java_home():
+        env["ES_JAVA_HOME"] = str(java)
+    return env
+
+
+def as_es_user(argv: list[str]) -> list[str]:
+    """Elasticsearch refuses to run as root: as root, run it as the system user."""
+    return ["runuser", "-u", ES_SYSTEM_USER, "--", *argv] if os.geteuid() == 0 else argv
+
+
 class HostElasticsearch:
     def __init__(self, host: str, elastic_password: str, heap: str = "512m"):
         # A folder of its own that obs-es can reach (pytest's are private to root);
@@ -45,16 +58,10 @@ class HostElasticsearch:
         return f"http://{self.host}:{self.port}"
 
     def _env(self) -> dict[str, str]:
-        env = {
-            "ES_PATH_CONF": str(self.workdir / "config"),
-            "ES_JAVA_OPTS": f"-Xms{self.heap} -Xmx{self.heap}",
-        }
-        if java := java_home():
-            env["ES_JAVA_HOME"] = str(java)
-        return env
+        return es_env(self.workdir / "config", self.heap)
 
     def _as_es_user(self, argv: list[str]) -> list[str]:
-        return ["runuser", "-u", ES_SYSTEM_USER, "--", *argv] if os.geteuid() == 0 else argv
+        return as_es_user(argv)
 
     def _prepare(self) -> None:
         home = elasticsearch_home()
