@@ -43,7 +43,9 @@ def as_es_user(argv: list[str]) -> list[str]:
 
 
 class HostElasticsearch:
-    def __init__(self, host: str, elastic_password: str, heap: str = "512m"):
+    def __init__(
+        self, host: str, elastic_password: str, heap: str = "512m", home: Path | None = None
+    ):
         # A folder of its own that obs-es can reach (pytest's are private to root);
         # removed by stop().
         self.workdir = Path(tempfile.mkdtemp(prefix="obs-node-es-"))
@@ -51,6 +53,8 @@ class HostElasticsearch:
         self.port = free_port()
         self.password = elastic_password
         self.heap = heap
+        # Another Elasticsearch home than the bootstrap's (e.g. one with a plugin added).
+        self.home = home or elasticsearch_home()
         self.process: ManagedProcess | None = None
 
     @property
@@ -64,7 +68,7 @@ class HostElasticsearch:
         return as_es_user(argv)
 
     def _prepare(self) -> None:
-        home = elasticsearch_home()
+        home = self.home
         shutil.copytree(home / "config", self.workdir / "config")
         for sub in ("data", "logs"):
             (self.workdir / sub).mkdir(parents=True)
@@ -108,7 +112,7 @@ class HostElasticsearch:
     def start(self, timeout: float = 180) -> HostElasticsearch:
         os.chmod(self.workdir, 0o755)
         self._prepare()
-        binary = str(elasticsearch_home() / "bin" / "elasticsearch")
+        binary = str(self.home / "bin" / "elasticsearch")
         self.process = ManagedProcess(
             "elasticsearch", self._as_es_user([binary]), self.workdir, env=self._env()
         )
