@@ -24,7 +24,7 @@ from obs_tools.deploy.resources import minikube_sizing, render_needs
 from obs_tools.deploy.secrets import SECRETS, choose_values, manifest
 
 from tests.k8s.render import by_kind, dump, kustomize, load
-from tests.support import node_images
+from tests.support import node_images, standins
 from tests.support.image_fixtures import base_image
 from tests.support.kube_cluster import (
     BOOTSTRAP_HINT,
@@ -199,12 +199,34 @@ def real_node(tmp_path_factory, podman, images, render_docs) -> NodeCluster:
         yield nodes
 
 
+def load_standin(real_node: NodeCluster, built: standins.Built) -> str:
+    """A stand-in in the node's containerd under its upstream name; returns that name."""
+    if built.upstream not in real_node.loaded:
+        real_node.load_image(built.ref, built.upstream)
+    return built.upstream
+
+
+@pytest.fixture(scope="session")
+def standin_images(real_node) -> dict[str, str]:
+    """Every stand-in of tests/support/standins.py built (or found by its key) and on the
+    node under the upstream name the render pins: {contract name: upstream reference}."""
+    built, missing = {}, []
+    for name in standins.STANDINS:
+        try:
+            built[name] = standins.build(real_node.podman, base_image(), name)
+        except standins.MissingInput as error:
+            missing.append(f"{name}: {error}")
+    if missing:
+        unavailable("stand-ins that cannot be built:\n" + "\n".join(missing))
+    return {name: load_standin(real_node, image) for name, image in built.items()}
+
+
 @pytest.fixture(scope="session")
 def elasticsearch_standin(real_node) -> str:
-    """The Elasticsearch stand-in (tests/support/node_images.py) on the node, under the
+    """The Elasticsearch stand-in (tests/support/standins.py) on the node, under the
     upstream name the render pins."""
-    if not node_images.elasticsearch_zip().is_file():
-        unavailable(f"{node_images.elasticsearch_zip()} is missing; run `scripts/bootstrap.sh all`")
-    built = node_images.build_elasticsearch_standin(real_node.podman, base_image())
-    real_node.load_image(built, node_images.ES_IMAGE)
-    return node_images.ES_IMAGE
+    try:
+        built = standins.build(real_node.podman, base_image(), "elasticsearch")
+    except standins.MissingInput as error:
+        unavailable(str(error))
+    return load_standin(real_node, built)
