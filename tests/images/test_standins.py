@@ -197,5 +197,14 @@ def test_elasticsearch_standin_serves_a_green_single_node_cluster(podman, built,
         assert answer["cluster_name"] == "docker-cluster"
         uid = podman.run("exec", container.name, "id", "-u").stdout.strip()
         assert uid == "1000"
+        # The analysis stand-in plugin lets the native realm create its index: the setup
+        # Job's first write (tests/support/es_standin_plugin).
+        password = podman.run(
+            "exec", container.name, "curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}",
+            "-u", "elastic:not-a-secret", "-H", "Content-Type: application/json",
+            "-d", '{"password": "another-not-secret"}',
+            "https://127.0.0.1:9200/_security/user/kibana_system/_password",
+        ).stdout  # fmt: skip
+        assert password == "200", container.tail()
     finally:
         container.remove()

@@ -30,7 +30,9 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -64,6 +66,9 @@ PAUSE_IMAGE = "localhost/obs-stack-test/pause:1"
 # The runc wrapper that drops what this sandbox refuses (process.rlimits, oomScoreAdj).
 RUNTIME_WRAPPER = Path(__file__).with_name("runc_without_rlimits.py")
 KUBELET_LOGS = Path("/var/log/pods")
+# The kubelet links each container's log here as <pod>_<namespace>_<container>-<id>.log.
+CONTAINER_LOG_LINKS = Path("/var/log/containers")
+API_RELAY = Path(__file__).with_name("tcp_relay.py")
 
 
 def gateway() -> str:
@@ -151,6 +156,7 @@ class RealNode:
         self.processes: dict[str, ManagedProcess] = {}
         self.ports = {"kubelet": free_port(), "proxy-metrics": free_port(), "proxy-healthz": 0}
         self.ports["proxy-healthz"] = free_port()
+        self.ports["api-relay"] = free_port()
         self._netns_before: set[str] = set()
         self._chains_before: dict[str, set[str]] = {}
         self.started_in: float | None = None
@@ -180,6 +186,7 @@ class RealNode:
             self._start_kubelet()
             self._start_kube_proxy()
             self._start_coredns()
+            self._expose_api()
         except BaseException:
             self.stop()
             raise
@@ -194,6 +201,7 @@ class RealNode:
             self._delete_pods,
             lambda: self._stop_process("coredns"),
             self._stop_kube_proxy,
+            lambda: self._stop_process("api-relay"),
             lambda: self._stop_process("kubelet"),
             self._remove_containers,
             lambda: self._stop_process("containerd"),
@@ -202,6 +210,7 @@ class RealNode:
             self._remove_netns,
             self._remove_network,
             self._remove_pod_logs,
+            self._remove_log_links,
         ):
             try:
                 step()
@@ -506,6 +515,37 @@ state = "{w / "containerd-state"}"
         url = f"http://127.0.0.1:{ready}/ready"
         self._wait(process, f"ready on {url}", lambda: httpx.get(url, timeout=2).status_code == 200)
 
+    def _expose_api(self) -> None:
+        """The API server to the pods: what Fluent Bit's kubernetes filter, Prometheus'
+        service discovery and kube-state-metrics use, through the `kubernetes` Service
+        (10.96.0.1:443) as on any cluster. The control plane listens on 127.0.0.1 only
+        and its endpoint reconciler is off (kube_cluster.py), so a relay on the gateway
+        (tcp_relay.py) is that Service's one endpoint."""
+        gw, port = gateway(), self.ports["api-relay"]
+        target = urllib.parse.urlsplit(self.cluster.server)
+        process = self._spawn(
+            "api-relay",
+            [sys.executable, str(API_RELAY), gw, str(port), target.hostname, str(target.port)],
+        )
+        self._wait(process, f"listening on {gw}:{port}",
+                   lambda: f"listening on {gw}:{port}" in process.tail(5))  # fmt: skip
+        slice_ = {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": "kubernetes",
+                "namespace": "default",
+                "labels": {
+                    "kubernetes.io/service-name": "kubernetes",
+                    "endpointslice.kubernetes.io/managed-by": "obs-stack-test",
+                },
+            },
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [gw], "conditions": {"ready": True}}],
+            "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+        }
+        self.cluster.kubectl("apply", "--server-side", "-f", "-", stdin=json.dumps(slice_))
+
     # --- processes -------------------------------------------------------------------------
 
     def _spawn(self, name: str, argv: Sequence[str]) -> ManagedProcess:
@@ -539,6 +579,13 @@ state = "{w / "containerd-state"}"
         for uid in self._pod_uids:
             for folder in KUBELET_LOGS.glob(f"*_{uid}"):
                 shutil.rmtree(folder, ignore_errors=True)
+
+    def _remove_log_links(self) -> None:
+        """The kubelet's /var/log/containers links into this node's pod logs, which
+        nothing else removes once the node is gone (Fluent Bit tails these links)."""
+        for link in CONTAINER_LOG_LINKS.glob("*.log"):
+            if link.is_symlink() and not link.exists():
+                link.unlink(missing_ok=True)
 
     @property
     def _pod_uids(self) -> list[str]:

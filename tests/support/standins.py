@@ -50,6 +50,7 @@ from obs_tools.common.versions import (
     k8s_binary,
 )
 
+from .es_standin_plugin import PLUGIN_NAME, build_plugin
 from .node_images import STANDIN_LABEL
 from .podman import Podman
 
@@ -466,6 +467,11 @@ def elasticsearch(context: Path) -> Recipe:
     (context / "docker" / "elasticsearch.yml").write_text(ES_DOCKER_YML)
     (context / "docker" / "log4j2.properties").write_text(ES_CONSOLE_LOG4J2)
     (context / "docker-entrypoint.sh").write_text(ES_ENTRYPOINT)
+    # The analysis components of the default distribution's analysis-common module that
+    # the .security index needs (tests/support/es_standin_plugin): without them every
+    # native-realm write, hence the setup Job, fails on this zip.
+    plugin = build_plugin()
+    shutil.copytree(plugin, context / "plugin")
     unpacked = f"/usr/share/elasticsearch-{ES_VERSION}"
     body = f"""RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends \\
    openjdk-17-jre-headless tini curl bash ca-certificates >/dev/null \\
@@ -475,11 +481,13 @@ RUN groupadd -g 1000 elasticsearch \\
  && usermod -aG root elasticsearch
 COPY elasticsearch.zip /tmp/elasticsearch.zip
 COPY docker/ /tmp/docker/
+COPY plugin/ /tmp/plugin/
 RUN python3 -m zipfile -e /tmp/elasticsearch.zip /usr/share && rm /tmp/elasticsearch.zip \\
  && mv {unpacked} {ES_HOME} && cd {ES_HOME} \\
  && grep -q '^ES_DISTRIBUTION_TYPE=' bin/elasticsearch-env \\
  && sed -i -e 's/^ES_DISTRIBUTION_TYPE=.*/ES_DISTRIBUTION_TYPE=docker/' bin/elasticsearch-env \\
  && mkdir -p data logs plugins config/jvm.options.d \\
+ && mv /tmp/plugin plugins/{PLUGIN_NAME} \\
  && mv config/log4j2.properties config/log4j2.file.properties \\
  && mv /tmp/docker/elasticsearch.yml /tmp/docker/log4j2.properties config/ && rmdir /tmp/docker \\
  && find . -type d -exec chmod 0555 {{}} + && find . -type f -exec chmod 0444 {{}} + \\
@@ -497,7 +505,9 @@ ENV ELASTIC_CONTAINER=true PATH={ES_HOME}/bin:$PATH SHELL=/bin/bash ES_JAVA_HOME
         f"{archive} (Maven Central org.elasticsearch.distribution.integ-test-zip "
         f"{ES_VERSION}; it lacks most of the default distribution: its only modules are "
         f"{', '.join(es_modules(archive))}, so no rest-root (GET / answers 405), no "
-        "analysis-common, no ingest or ML; no bundled JDK), Debian openjdk-17-jre-headless "
+        "analysis-common, no ingest or ML; no bundled JDK), the plugin "
+        f"{PLUGIN_NAME} (tests/support/es_standin_plugin: pattern_capture, unique and "
+        "uax_url_email, which the .security index needs), Debian openjdk-17-jre-headless "
         "and tini, an entrypoint imitating elastic/dockerfiles v8.19.4 "
         "elasticsearch/bin/docker-entrypoint.sh",
     )
