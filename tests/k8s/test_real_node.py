@@ -23,7 +23,6 @@ OBS_TEST_PYTHON310).
 
 from __future__ import annotations
 
-import base64
 import copy
 import json
 import os
@@ -32,7 +31,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from obs_tools.common.paths import REPO
 from obs_tools.common.versions import VERSIONS, k8s_binary
 from obs_tools.deploy.contract import UIS
 
@@ -518,144 +516,3 @@ def test_the_audited_elasticsearch_init_command_fails_on_the_node(es_namespace, 
     assert "preserving times for '/config/.': Operation not permitted" in container_log(
         pod, "config"
     )
-
-
-# --- the Jobs' scripts on the node ----------------------------------------------------------
-
-
-def secret(stack_secrets: list[dict], namespace: str, name: str) -> dict:
-    return next(
-        s
-        for s in stack_secrets
-        if s["metadata"]["name"] == name and s["metadata"]["namespace"] == namespace
-    )
-
-
-def external_service(name: str, namespace: str, port: int, address: str, target: int) -> list[dict]:
-    """A Service without selector and the EndpointSlice that sends it to `address`: how
-    the Jobs on the node reach a server that runs on this machine, not in a pod."""
-    meta = {"name": name, "namespace": namespace}
-    return [
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": meta,
-            "spec": {"ports": [{"name": "http", "port": port, "targetPort": target}]},
-        },
-        {
-            "apiVersion": "discovery.k8s.io/v1",
-            "kind": "EndpointSlice",
-            "metadata": {**meta, "labels": {"kubernetes.io/service-name": name}},
-            "addressType": "IPv4",
-            "endpoints": [{"addresses": [address], "conditions": {"ready": True}}],
-            "ports": [{"name": "http", "port": target, "protocol": "TCP"}],
-        },
-    ]
-
-
-@pytest.fixture(scope="module")
-def host_elasticsearch(real_node: NodeCluster, stack_secrets):
-    """The real Elasticsearch on the node's gateway, with the Secret's `elastic` password."""
-    from tests.support.host_elasticsearch import HostElasticsearch
-
-    credentials = secret(stack_secrets, MONITORING, "elasticsearch-credentials")
-    password = base64.b64decode(credentials["data"]["elastic-password"]).decode()
-    server = HostElasticsearch(gateway(), password)
-    try:
-        yield server.start()
-    finally:
-        server.stop()
-
-
-def first_failure(cluster: KubeCluster, namespace: str, selector: str, timeout: float):
-    """The Job's pod once it completed (None) or its container first exited non-zero."""
-
-    def ended():
-        for pod in pods(cluster, namespace, selector):
-            if pod["status"].get("phase") == "Succeeded":
-                return ("Succeeded", pod)
-            for c in pod["status"].get("containerStatuses", []):
-                for state in (c.get("state", {}), c.get("lastState", {})):
-                    if state.get("terminated", {}).get("exitCode", 0) != 0:
-                        return ("Failed", pod)
-        return None
-
-    try:
-        return poll_until(ended, f"the Job's pod {selector} to end", timeout, 1)
-    except PollTimeout as exc:
-        raise AssertionError(f"{exc}\n{diagnose(cluster, namespace, selector)}") from None
-
-
-def test_the_setup_job_runs_on_the_node_against_the_real_elasticsearch(
-    real_node: NodeCluster, es_namespace, host_elasticsearch, render_docs, stack_secrets
-):
-    """As far as the Maven distribution lets it: the integ-test-zip lacks the analysis
-    module that the security index needs, so the first native-realm write fails, and
-    the Job must stop there with Elasticsearch's own answer, as it would on any error."""
-    cluster = real_node.cluster
-    job = find(render_docs, "Job", "elasticsearch-setup", MONITORING)
-    apply(
-        cluster,
-        [
-            secret(stack_secrets, MONITORING, "elasticsearch-credentials"),
-            *external_service(
-                "elasticsearch", MONITORING, 9200, gateway(), host_elasticsearch.port
-            ),
-            job,
-        ],
-    )
-    selector = "app.kubernetes.io/name=elasticsearch-setup"
-    try:
-        outcome, pod = first_failure(cluster, MONITORING, selector, timeout=120)
-        log = container_log(pod, "setup", 40)
-        # Through CoreDNS and kube-proxy to the real server, as elastic: health answered.
-        assert "waiting for" not in log or outcome == "Succeeded", log
-        if outcome == "Succeeded":
-            assert "elasticsearch-setup: done" in log, log
-            return
-        direct = httpx.post(
-            f"{host_elasticsearch.url}/_security/user/kibana_system/_password",
-            json={"password": "x" * 12},
-            auth=("elastic", host_elasticsearch.password),
-            timeout=30,
-        )
-        reason = direct.json()["error"]["root_cause"][0]["reason"]
-        assert f"kibana_system password failed: HTTP {direct.status_code}" in log, log
-        assert reason in log, f"Elasticsearch says {reason!r}; the Job logged:\n{log}"
-        print(f"\nsetup Job stopped at Elasticsearch's answer: {direct.status_code} {reason}")
-    finally:
-        cluster.kubectl("delete", "job", "elasticsearch-setup", "-n", MONITORING,
-                        "--cascade=foreground", "--wait=false", check=False)  # fmt: skip
-
-
-def test_the_import_job_runs_on_the_node_to_completion(
-    real_node: NodeCluster, es_namespace, render_docs, stack_secrets
-):
-    """Kibana cannot run here: a recording server on the node's gateway answers as
-    Kibana 8 does (tests/support/recorder.py). Everything else is real: the stand-in
-    image's bash and curl, the Job's securityContext and volumes, the Secret, the
-    ConfigMaps, CoreDNS and kube-proxy."""
-    from tests.support.recorder import Recorder, kibana
-
-    cluster = real_node.cluster
-    job = find(render_docs, "Job", "kibana-import", MONITORING)
-    selector = "app.kubernetes.io/name=kibana-import"
-    with Recorder(kibana(), host=gateway()) as server:
-        apply(
-            cluster,
-            [
-                secret(stack_secrets, MONITORING, "elasticsearch-credentials"),
-                *external_service("kibana", MONITORING, 5601, gateway(), server.port),
-                job,
-            ],
-        )
-        try:
-            outcome, _pod = first_failure(cluster, MONITORING, selector, timeout=120)
-            assert outcome == "Succeeded", diagnose(cluster, MONITORING, selector)
-        finally:
-            cluster.kubectl("delete", "job", "kibana-import", "-n", MONITORING,
-                            "--cascade=foreground", "--wait=false", check=False)  # fmt: skip
-    calls = [(r["method"], r["path"]) for r in server.requests]
-    assert ("POST", "/api/saved_objects/_import?overwrite=true") in calls, calls
-    saved = (REPO / "kibana" / "saved-objects.ndjson").read_bytes()
-    assert any(saved.strip() in r["body"] for r in server.requests), "the ndjson was not sent"

@@ -126,16 +126,35 @@ def table(pods: list[dict], first: Sample, last: Sample) -> list[dict]:
     return rows
 
 
+def workload(pod: str) -> str:
+    """The workload's name in a pod's: less a Deployment's two suffixes, a DaemonSet's
+    one, a StatefulSet's ordinal."""
+    parts = pod.split("-")
+    if parts[-1].isdigit():
+        return "-".join(parts[:-1])
+    if len(parts) > 2 and len(parts[-1]) == 5 and any(c.isdigit() for c in parts[-2]):
+        return "-".join(parts[:-2])
+    return "-".join(parts[:-1])
+
+
 def markdown(rows: list[dict], seconds: float) -> str:
+    """One line per workload and container; with several pods, the largest of each."""
+    merged: dict[tuple[str, str], dict] = {}
+    for r in rows:
+        key = (workload(r["pod"]), r["container"])
+        seen = merged.setdefault(key, {**r, "pods": 0})
+        seen["pods"] += 1
+        for field in ("cpu_avg_cores", "working_set_mib", "peak_mib"):
+            seen[field] = max(seen[field], r[field])
     lines = [
-        f"| pod / container | CPU avg over {seconds:.0f} s | CPU request / limit "
-        "| working set | peak (with cache) | memory request / limit |",
+        f"| workload / container | CPU, average over {seconds:.0f} s | CPU request / limit "
+        "| working set | peak (with page cache) | memory request / limit |",
         "|---|---|---|---|---|---|",
     ]
-    for r in rows:
+    for (name, container), r in sorted(merged.items()):
+        copies = f" (largest of {r['pods']})" if r["pods"] > 1 else ""
         lines.append(
-            f"| {r['pod'].rsplit('-', 2)[0] if r['namespace'] == 'obs-apps' else r['pod']}"
-            f" / {r['container']} | {r['cpu_avg_cores'] * 1000:.0f}m "
+            f"| {name} / {container}{copies} | {r['cpu_avg_cores'] * 1000:.0f}m "
             f"| {r['cpu_request']} / {r['cpu_limit']} | {r['working_set_mib']:.0f} Mi "
             f"| {r['peak_mib']:.0f} Mi | {r['memory_request']} / {r['memory_limit']} |"
         )

@@ -16,12 +16,13 @@ import contextlib
 import json
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import httpx
 
 from .kube_cluster import KubeCluster
-from .polling import PollTimeout, poll_until
+from .polling import GiveUp, PollTimeout, poll_until
 from .real_node import KUBELET_LOGS
 from .traces import jaeger_trace, services_of
 
@@ -38,6 +39,8 @@ class Stack:
     cluster: KubeCluster
     # Trace ids of the requests sent through the frontend, newest last.
     trace_ids: list[str] = field(default_factory=list)
+    # The backend pod that crash_until_backoff held in CrashLoopBackOff.
+    crash_looping: str | None = None
 
     def service_url(self, namespace: str, name: str, port: str | None = None) -> str:
         spec = self.cluster.get_json("service", name, "-n", namespace)["spec"]
@@ -70,7 +73,7 @@ def wait_for(component: str, what: str, condition, timeout: float, logs=None, in
     """poll_until, with a failure that names `component` and shows `logs()`."""
     try:
         return poll_until(condition, f"{component}: {what}", timeout, interval)
-    except PollTimeout as exc:
+    except (PollTimeout, GiveUp) as exc:
         detail = f"\n{logs()}" if logs else ""
         raise JourneyError(f"{component}: {what}: not seen.\n{exc}{detail}") from None
 
@@ -118,6 +121,24 @@ def send_traffic(stack: Stack, requests: int = 10, timeout: float = 60) -> str:
         logs=lambda: f"answers: {answers[-3:]}\n" + stack.log_tail(APPS, "frontend"),
     )
     return stack.trace_ids[-1]
+
+
+def load(stack: Stack, seconds: float = 20, workers: int = 4) -> int:
+    """Requests through the frontend Service from `workers` threads for `seconds`, so
+    that the footprint shows the stack at work, not idle; returns how many answered 200."""
+    url = f"{stack.service_url(APPS, 'frontend')}/items"
+    deadline = time.monotonic() + seconds
+
+    def worker() -> int:
+        done = 0
+        with httpx.Client(timeout=10) as client:
+            while time.monotonic() < deadline:
+                with contextlib.suppress(httpx.HTTPError):
+                    done += client.get(url).status_code == 200
+        return done
+
+    with ThreadPoolExecutor(workers) as pool:
+        return sum(pool.map(lambda _: worker(), range(workers)))
 
 
 # --- 2. Prometheus scrapes the pods --------------------------------------------------------
@@ -177,6 +198,7 @@ def crash_until_backoff(stack: Stack, timeout: float = 180) -> str:
         logs=lambda: stack.log_tail(APPS, "backend"),
         interval=1,
     )
+    stack.crash_looping = name
     return name
 
 
@@ -292,8 +314,28 @@ def trace_in_jaeger(stack: Stack, trace_id: str, timeout: float = 120) -> dict:
     )
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
+# --- 6. the retention CronJob -----------------------------------------------------------------
+
+
+def run_cronjob_once(stack: Stack, cronjob: str, timeout: float = 120) -> None:
+    """A Job made from the CronJob's template (`kubectl create job --from`), to its end."""
+    job = f"{cronjob}-journey"
+    stack.cluster.kubectl("create", "job", job, f"--from=cronjob/{cronjob}", "-n", MONITORING)
+
+    def ended():
+        status = stack.cluster.get_json("job", job, "-n", MONITORING).get("status", {})
+        if status.get("failed"):
+            raise GiveUp(f"Job {job} failed")
+        return status.get("succeeded")
+
+    wait_for(
+        cronjob,
+        f"Job {job} complete",
+        ended,
+        timeout,
+        logs=lambda: stack.log_tail(MONITORING, cronjob),
+    )
+    stack.cluster.kubectl("delete", "job", job, "-n", MONITORING, "--wait=false")
 
 
 def pretty(document: dict) -> str:

@@ -544,9 +544,11 @@ class Standin:
     version_args: tuple[str, ...]
     version_text: str
     # Why the process cannot print its version, where it cannot, and what it prints
-    # instead: the test holds it to that and reports the gap as an expected failure.
+    # instead: the test holds it to that, and the image's binary to the bootstrap's
+    # build of the pinned version (pinned_build: its file name carries the version).
     unversioned: str = ""
     instead: str = ""
+    pinned_build: Callable[[], Path] | None = None
     # Run the entrypoint's program without the flags the ENTRYPOINT adds (kube-state-
     # metrics: `version` is a subcommand, refused after --port=8080).
     program_only: bool = False
@@ -577,12 +579,14 @@ STANDINS = {
         Standin("kube-state-metrics", kube_state_metrics, ("version",),
                 f"version {_bare('KUBE_STATE_METRICS_VERSION')} ", program_only=True),
         Standin("jaeger", jaeger, ("version",), VERSIONS["JAEGER_RELEASE"],
-                unversioned=JAEGER_UNVERSIONED, instead='"gitVersion":""'),
+                unversioned=JAEGER_UNVERSIONED, instead='"gitVersion":""',
+                pinned_build=jaeger_binary),
         # It has no version command or flag at all: its help is all it prints.
         Standin("jaeger-es-index-cleaner", jaeger_es_index_cleaner, ("--help",),
                 VERSIONS["JAEGER_MODULE_VERSION"],
                 unversioned="no version command or flag, and " + JAEGER_UNVERSIONED,
-                instead="jaeger-es-index-cleaner NUM_OF_DAYS http://HOSTNAME:PORT"),
+                instead="jaeger-es-index-cleaner NUM_OF_DAYS http://HOSTNAME:PORT",
+                pinned_build=jaeger_es_index_cleaner_binary),
         Standin("fluent-bit", fluent_bit, ("--version",),
                 f"Fluent Bit {VERSIONS['FLUENT_BIT_VERSION']}"),
         Standin("elasticsearch-exporter", elasticsearch_exporter, ("--version",),
